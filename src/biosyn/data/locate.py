@@ -1,0 +1,74 @@
+"""Where the data lives, and the files of the corpora and vocabularies biosyn knows by name.
+
+The data folder is, in order: an explicit `--data-dir`, `$BIOSYN_DATA_DIR`, or the cache that
+`biosyn data fetch` fills (`$BIOSYN_CACHE`, else `~/.cache/biosyn/data`). Its layout is the
+same in every case: `ncbi-disease/`, `medic/`, `ctd/`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_DATA_DIR = "BIOSYN_DATA_DIR"
+ENV_CACHE = "BIOSYN_CACHE"
+
+
+@dataclass(frozen=True)
+class CorpusFiles:
+    name: str
+    splits: dict[str, str]
+    vocabulary: str
+    spelling_fixes: str | None = None
+    entity_types: tuple[str, ...] | None = None
+
+
+CORPORA = {
+    "ncbi-disease": CorpusFiles(
+        name="ncbi-disease",
+        splits={
+            "train": "ncbi-disease/NCBItrainset_corpus.txt",
+            "dev": "ncbi-disease/NCBIdevelopset_corpus.txt",
+            "test": "ncbi-disease/NCBItestset_corpus.txt",
+        },
+        vocabulary="medic-2012",
+        spelling_fixes="ncbi-disease/ncbi-spell-check.txt",
+    ),
+}
+
+VOCABULARIES = {
+    "medic-2012": "medic/medic_06Jul2012.txt",
+    "ctd": "ctd/CTD_diseases.tsv.gz",
+}
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "biosyn") / "data"
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(ENV_DATA_DIR):
+        return Path(os.environ[ENV_DATA_DIR])
+    return default_cache_dir()
+
+
+def data_file(relative: str, explicit_dir: str | os.PathLike | None = None) -> Path:
+    """The path of one file of the data folder; a clear error says how to get it when missing."""
+    root = data_dir(explicit_dir)
+    path = root / relative
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found. Point biosyn at a data folder with --data-dir or ${ENV_DATA_DIR}, "
+            f"or download the public files with `biosyn data fetch`."
+        )
+    return path
+
+
+def corpus(name: str) -> CorpusFiles:
+    try:
+        return CORPORA[name]
+    except KeyError:
+        raise ValueError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}") from None

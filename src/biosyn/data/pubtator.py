@@ -1,0 +1,115 @@
+"""PubTator documents: `PMID|t|title`, `PMID|a|abstract`, then tab-separated annotation lines
+`PMID start end text type IDs` and, in corpora such as BC5CDR, relation lines
+`PMID CID id1 id2`. Blocks are separated by blank lines.
+
+Survives the quirks of the official NCBI disease files: a PMID that occurs twice (kept as two
+documents), ID fields with leading spaces, mention texts with trailing spaces, `+`-joined IDs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Collection, Iterable, Iterator
+
+from .atomic import atomic_write
+from .errors import FormatError
+from .ids import split_ids
+from .records import Document, Mention, Relation
+
+
+def read_pubtator(
+    path: str | os.PathLike,
+    *,
+    types: Collection[str] | None = None,
+    skipped: list[FormatError] | None = None,
+) -> list[Document]:
+    """Reads a PubTator file. `types` keeps only mentions of those entity types.
+
+    A malformed line raises FormatError, unless `skipped` is a list: then the line is
+    left out, the error appended to it, and reading goes on.
+    """
+    with open(path, encoding="utf-8") as handle:
+        return list(parse_pubtator(handle, source=str(path), types=types, skipped=skipped))
+
+
+def parse_pubtator(
+    lines: Iterable[str],
+    *,
+    source: str = "<input>",
+    types: Collection[str] | None = None,
+    skipped: list[FormatError] | None = None,
+) -> Iterator[Document]:
+    doc: Document | None = None
+    for line_no, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            if doc is not None:
+                yield doc
+                doc = None
+            continue
+        try:
+            if "\t" not in line:
+                pmid, kind, text = _split_text_line(line, source, line_no)
+                if doc is not None and (doc.pmid != pmid or (kind == "t" and doc.title)):
+                    yield doc  # a new document without a blank line between
+                    doc = None
+                if doc is None:
+                    doc = Document(pmid=pmid)
+                if kind == "t":
+                    doc.title = text
+                else:
+                    doc.abstract = text
+                continue
+            fields = line.split("\t")
+            if doc is None or fields[0] != doc.pmid:
+                raise FormatError(source, line_no, "PMID", f"annotation for {fields[0]!r} outside its document")
+            if len(fields) == 4 and not fields[1].strip().isdigit():
+                doc.relations.append(Relation(fields[1], tuple(fields[2:])))
+                continue
+            mention = _parse_mention(fields, doc, source, line_no)
+            if types is None or mention.type in types:
+                doc.mentions.append(mention)
+        except FormatError as error:
+            if skipped is None:
+                raise
+            skipped.append(error)
+    if doc is not None:
+        yield doc
+
+
+def _split_text_line(line: str, source: str, line_no: int) -> tuple[str, str, str]:
+    parts = line.split("|", 2)
+    if len(parts) != 3 or parts[1] not in ("t", "a"):
+        raise FormatError(source, line_no, "line", "expected 'PMID|t|title', 'PMID|a|abstract' or a tab-separated annotation")
+    if not parts[0].strip():
+        raise FormatError(source, line_no, "PMID", "empty")
+    return parts[0].strip(), parts[1], parts[2]
+
+
+def _parse_mention(fields: list[str], doc: Document, source: str, line_no: int) -> Mention:
+    if len(fields) < 5:
+        raise FormatError(source, line_no, "annotation", f"expected at least 5 tab-separated fields, found {len(fields)}")
+    try:
+        start, end = int(fields[1]), int(fields[2])
+    except ValueError:
+        raise FormatError(source, line_no, "start/end", f"offsets must be integers, got {fields[1]!r}, {fields[2]!r}") from None
+    if not 0 <= start <= end:
+        raise FormatError(source, line_no, "start/end", f"invalid span {start}-{end}")
+    ids = split_ids(fields[5]) if len(fields) > 5 else ()
+    return Mention(start=start, end=end, text=fields[3].strip(), type=fields[4].strip(), ids=ids)
+
+
+def format_pubtator(doc: Document) -> str:
+    lines = [f"{doc.pmid}|t|{doc.title}", f"{doc.pmid}|a|{doc.abstract}"]
+    for m in doc.mentions:
+        lines.append(f"{doc.pmid}\t{m.start}\t{m.end}\t{m.text}\t{m.type}\t{'|'.join(m.ids) if m.ids else '-1'}")
+    for r in doc.relations:
+        lines.append("\t".join((doc.pmid, r.type, *r.arguments)))
+    return "\n".join(lines) + "\n"
+
+
+def write_pubtator(docs: Iterable[Document], path: str | os.PathLike) -> Path:
+    with atomic_write(path) as out:
+        out.write("\n".join(format_pubtator(d) for d in docs))
+    return Path(path)

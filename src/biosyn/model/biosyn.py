@@ -1,0 +1,264 @@
+"""The BioSyn model: a dense encoder, a sparse encoder and a learned sparse weight.
+
+score(query, name) = dense similarity + sparse_weight × sparse cosine. The dense similarity is
+BioSyn's raw inner product of the pooled vectors (`dot`) or a scaled cosine (`cosine`:
+unit vectors, queries multiplied by `scale`); the choice is saved with the model.
+
+A model folder is a standard transformers folder (config, safetensors weights, tokenizer
+files) plus `biosyn.json` and the sparse encoder as JSON + NumPy, so the model card's
+`AutoModel.from_pretrained(folder)` works on it. The released BioSyn checkpoints
+(`dmis-lab/biosyn-*`: encoder files, `sparse_weight.pt`, pickled `sparse_encoder.pk`) load
+as published: the weight with `torch.load(weights_only=True)`, and the vectoriser is refit
+from the vocabulary unless the caller trusts the pickle explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..data.atomic import atomic_write
+from ..data.records import Candidate, Dictionary, Vocabulary
+from ..encoders.sparse import SparseEncoder
+from ..preprocess.pipeline import Preprocessor
+from ..search.index import MODES, NameIndex
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "biosyn.json"
+SPARSE_DIR = "sparse_encoder"
+SIMILARITIES = ("dot", "cosine")
+
+
+@dataclass
+class Normalization:
+    """The result for one mention: its preprocessed parts and, per part, ranked candidates."""
+
+    mention: str
+    parts: tuple[str, ...]
+    candidates: list[list[Candidate]] = field(default_factory=list)
+
+    @property
+    def top(self) -> list[Candidate]:
+        """The best candidate of each part."""
+        return [c[0] for c in self.candidates if c]
+
+
+class BioSyn:
+    def __init__(
+        self,
+        encoder=None,
+        sparse_encoder: SparseEncoder | None = None,
+        *,
+        sparse_weight: float = 1.0,
+        similarity: str = "dot",
+        scale: float = 1.0,
+        preprocessor: Preprocessor | None = None,
+    ):
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        self.encoder = encoder  # biosyn.encoders.dense.DenseEncoder, or None for a sparse-only model
+        self.sparse_encoder = sparse_encoder
+        self.sparse_weight = float(sparse_weight)
+        self.similarity = similarity
+        self.scale = float(scale)
+        self.preprocessor = preprocessor or Preprocessor()
+        self.index: NameIndex | None = None
+        self._fingerprint: str | None = None
+        self.embed_options = {"batch_size": 256, "bf16": False}
+
+    # -- loading and saving ----------------------------------------------------------------
+
+    @classmethod
+    def from_encoder(cls, name_or_path: str | os.PathLike, *, pooling: str | None = None, max_length: int = 25, **kwargs) -> "BioSyn":
+        """A fresh model around a base encoder (no sparse encoder yet: it is fit on the vocabulary)."""
+        from ..encoders.dense import DenseEncoder
+
+        return cls(DenseEncoder.from_pretrained(str(name_or_path), pooling=pooling, max_length=max_length), **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_pickle: bool = False, device: str | None = None, **hub_kwargs) -> "BioSyn":
+        """A biosyn model folder, a released BioSyn checkpoint, or a hub id of either."""
+        from ..encoders.dense import DenseEncoder
+
+        folder = _local_or_download(str(name_or_path), hub_kwargs)
+        config = json.loads((folder / CONFIG_FILE).read_text()) if (folder / CONFIG_FILE).exists() else {}
+        encoder = DenseEncoder.from_pretrained(str(folder), device=device)
+        sparse = None
+        if (folder / SPARSE_DIR).is_dir():
+            sparse = SparseEncoder.load(folder / SPARSE_DIR)
+        elif (folder / "sparse_encoder.pk").exists():
+            if trust_pickle:
+                sparse = SparseEncoder.from_sklearn_pickle(folder / "sparse_encoder.pk", trusted=True)
+            else:
+                log.warning("%s: sparse_encoder.pk was not unpickled (it could run code); the sparse encoder "
+                            "will be refit from the vocabulary's names, which BioSyn fit it on", folder / "sparse_encoder.pk")
+        weight = config.get("sparse_weight")
+        if weight is None and (folder / "sparse_weight.pt").exists():
+            import torch
+
+            weight = float(torch.load(folder / "sparse_weight.pt", map_location="cpu", weights_only=True))
+        model = cls(encoder, sparse, sparse_weight=1.0 if weight is None else weight,
+                    similarity=config.get("similarity", "dot"), scale=config.get("scale", 1.0))
+        model._fingerprint = config.get("fingerprint")
+        return model
+
+    def save_pretrained(self, directory: str | os.PathLike, *, extra: dict | None = None) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.encoder is None:
+            raise ValueError("a sparse-only model has no encoder to save; save its index instead")
+        self.encoder.save_pretrained(directory)
+        if self.sparse_encoder is not None:
+            self.sparse_encoder.save(directory / SPARSE_DIR)
+        self._fingerprint = None
+        config = {**self.config(), **(extra or {})}
+        with atomic_write(directory / CONFIG_FILE) as out:
+            json.dump(config, out, indent=2)
+        return directory
+
+    def config(self) -> dict:
+        import torch
+        import transformers
+
+        from .. import __version__
+
+        return {
+            "format": "biosyn.model", "version": 1,
+            "sparse_weight": self.sparse_weight, "similarity": self.similarity, "scale": self.scale,
+            "pooling": getattr(self.encoder, "pooling", None), "max_length": getattr(self.encoder, "max_length", None),
+            "fingerprint": self.fingerprint,
+            "versions": {"biosyn": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                         "python": platform.python_version()},
+        }
+
+    @property
+    def fingerprint(self) -> str | None:
+        """Identifies what the dense rows of an index depend on: weights, pooling, length, similarity."""
+        if self.encoder is None:
+            return None
+        if self._fingerprint is None:
+            import torch
+
+            digest = hashlib.sha256(json.dumps([self.encoder.pooling, self.encoder.max_length, self.similarity]).encode())
+            for name, tensor in sorted(self.encoder.model.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    # -- embedding and indexing ------------------------------------------------------------
+
+    def embed(self, texts: Sequence[str], *, queries: bool = False, progress: bool = False) -> np.ndarray:
+        """Dense vectors as the similarity wants them: raw, or unit length (queries × scale)."""
+        vectors = self.encoder.embed(list(texts), progress=progress, **self.embed_options)
+        if self.similarity == "cosine":
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            if queries:
+                vectors *= self.scale
+        return vectors
+
+    def fit_sparse(self, vocabulary: Vocabulary) -> SparseEncoder:
+        """Fits the sparse encoder on the vocabulary's preprocessed names, as BioSyn does."""
+        names = sorted({self.preprocessor.name(n) for c in vocabulary for n in c.names} - {""})
+        self.sparse_encoder = SparseEncoder().fit(names)
+        return self.sparse_encoder
+
+    def build_index(self, dictionary: Dictionary, vocabulary: Vocabulary, *, dense: bool = True,
+                    progress: bool = False, manifest: dict | None = None) -> NameIndex:
+        """Embeds every dictionary name once; the index is kept on the model and returned."""
+        if self.sparse_encoder is None:
+            self.fit_sparse(vocabulary)
+        matrix = self.embed(dictionary.names, progress=progress) if dense and self.encoder is not None else None
+        self.index = NameIndex.build(
+            dictionary, self.sparse_encoder, matrix, list(vocabulary),
+            {"model_fingerprint": self.fingerprint if matrix is not None else None,
+             "vocabulary_fingerprint": vocabulary_fingerprint(vocabulary),
+             "similarity": self.similarity, **(manifest or {})},
+        )
+        return self.index
+
+    def use_index(self, index: NameIndex) -> "BioSyn":
+        """Attaches a saved index, refusing one built with another model."""
+        index.check_model(self.fingerprint if index.has_dense else None)
+        self.index = index
+        if self.sparse_encoder is None:
+            self.sparse_encoder = index.sparse_encoder
+        return self
+
+    # -- normalising -----------------------------------------------------------------------
+
+    @property
+    def default_mode(self) -> str:
+        return "hybrid" if self.encoder is not None and self.index is not None and self.index.has_dense else "sparse"
+
+    def rank(self, texts: Sequence[str], k: int = 5, *, mode: str | None = None, approximate: bool = False) -> list[list[Candidate]]:
+        """Ranked candidates for already preprocessed texts (one list per text)."""
+        if self.index is None:
+            raise RuntimeError("no index: call build_index(...) or use_index(NameIndex.load(...)) first")
+        mode = mode or self.default_mode
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode != "sparse" and self.encoder is None:
+            raise ValueError(f"mode {mode!r} needs a dense encoder; this model is sparse only")
+        if not texts:
+            return []
+        index = self.index
+        dense_q = self.embed(texts, queries=True) if mode != "sparse" else None
+        sparse_q = index.sparse_encoder.transform(texts) if mode != "dense" else None
+        result = index.search(k, mode=mode, dense_queries=dense_q, sparse_queries=sparse_q,
+                              sparse_weight=self.sparse_weight, approximate=approximate)
+        out = []
+        for row in range(len(texts)):
+            cands = []
+            for col, i in enumerate(result.indices[row]):
+                ids = index.ids[i]
+                concepts = tuple(dict.fromkeys(c.id for c in map(index.concept, ids) if c is not None))
+                cands.append(Candidate(
+                    name=index.names[i], ids=ids, score=float(result.scores[row, col]),
+                    dense=None if result.dense is None else float(result.dense[row, col]),
+                    sparse=float(result.sparse[row, col]),
+                    concepts=concepts, preferred_names=tuple(index.concepts[c].name for c in concepts),
+                ))
+            out.append(cands)
+        return out
+
+    def normalize(self, mentions: Sequence[str], k: int = 5, *, mode: str | None = None,
+                  texts: Sequence[str | None] | None = None, approximate: bool = False) -> list[Normalization]:
+        """Ranked concepts for raw mentions. `texts` (the document of each mention), when given,
+        lets abbreviations be resolved as in evaluation; composite mentions are split."""
+        if isinstance(mentions, str):
+            raise TypeError("normalize takes a list of mentions; wrap a single mention in a list")
+        abbreviations: dict[str, dict] = {}
+        parts = []
+        for i, mention in enumerate(mentions):
+            text = texts[i] if texts else None
+            if text and text not in abbreviations:
+                abbreviations[text] = self.preprocessor.abbreviations_in(text)
+            parts.append(self.preprocessor.parts(mention, abbreviations=abbreviations.get(text) if text else None))
+        flat = [p for ps in parts for p in ps]
+        ranked = iter(self.rank(flat, k, mode=mode, approximate=approximate))
+        return [Normalization(m, ps, [next(ranked) for _ in ps]) for m, ps in zip(mentions, parts)]
+
+
+def vocabulary_fingerprint(vocabulary: Vocabulary) -> str:
+    digest = hashlib.sha256()
+    for c in vocabulary:
+        digest.update(json.dumps([c.id, c.name, c.alt_ids, c.synonyms]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _local_or_download(name_or_path: str, hub_kwargs: dict) -> Path:
+    if Path(name_or_path).is_dir():
+        return Path(name_or_path)
+    from huggingface_hub import snapshot_download  # real code path for users with network
+
+    return Path(snapshot_download(name_or_path, **hub_kwargs))

@@ -1,0 +1,93 @@
+"""BioSyn's preprocessing protocol, end to end: documents become queries, vocabularies become
+the name dictionary that search ranks.
+
+Queries, in BioSyn's order: abbreviations resolved with Ab3P over the document's text,
+composite mentions split into single-concept parts, then each part lowercased, spell-fixed
+(NCBI) and stripped of punctuation. Vocabulary names get the last step only (no spelling
+fixes). Where BioSyn's reference code differs in a detail, the module of that step says how.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from ..data.records import Dictionary, Document, Query, Vocabulary
+from .abbreviations import expand_abbreviations, find_abbreviations
+from .composites import count_concepts, split_composite
+from .text import normalize_text
+
+
+@dataclass
+class Preprocessor:
+    resolve_abbreviations: bool = True
+    split_composites: bool = True
+    spelling_fixes: Mapping[str, str] = field(default_factory=dict)
+
+    def name(self, text: str) -> str:
+        """A vocabulary name, as the dictionary stores it."""
+        return normalize_text(text)
+
+    def parts(self, mention: str, gold: Sequence[str] = (), abbreviations: Mapping[str, str] | None = None) -> tuple[str, ...]:
+        """A mention's preprocessed single-concept parts. `gold` (normalised IDs), when known,
+        tells how many parts a composite must have; without it the split rules decide alone."""
+        if abbreviations and self.resolve_abbreviations:
+            mention = expand_abbreviations(mention, abbreviations)
+        n_ids = count_concepts(gold) if gold else None
+        pieces = split_composite(mention, n_ids) if self.split_composites else [mention]
+        parts = tuple(p for p in (normalize_text(x, self.spelling_fixes) for x in pieces) if p)
+        return parts or (normalize_text(mention, self.spelling_fixes),)
+
+    def abbreviations(self, doc: Document) -> dict[str, str]:
+        # Title and abstract laid out as BioSyn hands them to Ab3P.
+        return self.abbreviations_in(f"{doc.title}\n\n{doc.abstract}\n")
+
+    def abbreviations_in(self, text: str) -> dict[str, str]:
+        return find_abbreviations(text) if self.resolve_abbreviations else {}
+
+    def queries(self, docs: Iterable[Document]) -> list[Query]:
+        """One query per mention, in document order. A PMID seen before is skipped, as BioSyn
+        does with the NCBI training file's repeated abstract."""
+        queries, seen = [], set()
+        for doc in docs:
+            if doc.pmid in seen:
+                continue
+            seen.add(doc.pmid)
+            abbreviations = self.abbreviations(doc)
+            for m in doc.mentions:
+                queries.append(Query(
+                    text=m.text, parts=self.parts(m.text, m.ids, abbreviations), gold=m.ids,
+                    type=m.type, pmid=doc.pmid, start=m.start, end=m.end,
+                ))
+        return queries
+
+
+def build_dictionary(vocabulary: Vocabulary, preprocessor: Preprocessor | None = None, extra: Iterable[Query] = ()) -> Dictionary:
+    """Every name of the vocabulary with its concept's main and alternative IDs, plus the
+    parts of `extra` queries (training mentions) with their gold IDs.
+
+    BioSyn adds a split composite as one joined string; here each part goes in with the gold
+    ID at its position, so it can match a test part.
+    """
+    preprocessor = preprocessor or Preprocessor()
+    dictionary = Dictionary()
+    for concept in vocabulary:
+        for name in concept.names:
+            dictionary.add(preprocessor.name(name), concept.ids)
+    for q in extra:
+        concepts = [g for g in q.gold if not g.isdigit()] if count_concepts(q.gold) < len(q.gold) else list(q.gold)
+        if len(q.parts) > 1 and len(q.parts) == len(concepts):
+            for part, gold in zip(q.parts, concepts):
+                dictionary.add(part, (gold,))
+        else:
+            for part in q.parts:
+                dictionary.add(part, q.gold)
+    return dictionary
+
+
+def split_known(queries: Sequence[Query], vocabulary: Vocabulary) -> tuple[list[Query], list[Query]]:
+    """Queries whose gold IDs are all in the vocabulary, and the rest (no gold, or unknown IDs)."""
+    known, unknown = [], []
+    for q in queries:
+        (known if q.gold and all(g in vocabulary for g in q.gold) else unknown).append(q)
+    return known, unknown

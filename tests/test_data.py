@@ -1,0 +1,204 @@
+import gzip
+import json
+
+import pytest
+
+from biosyn.data.biosyn_files import read_concept_file, read_dictionary, write_concept_file, write_dictionary
+from biosyn.data.ctd import read_ctd
+from biosyn.data.custom import read_jsonl_vocabulary, read_tsv_vocabulary, write_jsonl_vocabulary
+from biosyn.data.errors import FormatError
+from biosyn.data.fetch import DOWNLOADS, ChecksumError, fetch
+from biosyn.data.ids import normalize_id, split_ids
+from biosyn.data.medic import read_medic
+from biosyn.data.pubtator import parse_pubtator, read_pubtator, write_pubtator
+from biosyn.data.records import Concept, Dictionary, DictionaryEntry, Query, Vocabulary
+from biosyn.data.vocabularies import detect_format, load_vocabulary
+
+PUBTATOR = """\
+9949209|t|Genetic mapping of the copper toxicosis locus.
+9949209|a|Wilson disease (WD) is rare.
+9949209\t23\t39\tcopper toxicosis\tModifier\tOMIM:215600
+9949209\t47\t61\tWilson disease\tSpecificDisease\t D006527
+9949209\t47\t61\tWilson disease  \tSpecificDisease\tD006527+D009999
+
+8528200|t|Breast and ovarian cancer.
+8528200|a|
+8528200\t0\t25\tBreast and ovarian cancer\tCompositeMention\tD001943|D010051
+
+8528200|t|Breast and ovarian cancer.
+8528200|a|
+8528200\t0\t25\tBreast and ovarian cancer\tCompositeMention\tD001943|D010051
+"""
+
+BC5CDR = """\
+227508|t|Naloxone reverses hypertension.
+227508|a|Naloxone was given.
+227508\t0\t8\tNaloxone\tChemical\tD009270
+227508\t18\t30\thypertension\tDisease\tD006973
+227508\t32\t40\tNaloxone\tChemical\t-1
+227508\tCID\tD009270\tD006973
+"""
+
+
+def test_ids():
+    assert normalize_id(" OMIM:215600") == "215600"
+    assert normalize_id("MESH:D001943 ") == "D001943"
+    assert split_ids("D001943|D010051") == ("D001943", "D010051")
+    assert split_ids(" D015862+D058499") == ("D015862", "D058499")
+    assert split_ids("-1") == ()
+    assert split_ids("D1|D1") == ("D1",)
+
+
+def test_pubtator_quirks(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(PUBTATOR)
+    docs = read_pubtator(path)
+    assert [d.pmid for d in docs] == ["9949209", "8528200", "8528200"]
+    first = docs[0]
+    assert first.text == "Genetic mapping of the copper toxicosis locus. Wilson disease (WD) is rare."
+    copper, wilson, spaced = first.mentions
+    assert copper.ids == ("215600",) and copper.type == "Modifier"
+    assert first.text[copper.start:copper.end] == "copper toxicosis"
+    assert wilson.ids == ("D006527",)
+    assert spaced.text == "Wilson disease" and spaced.ids == ("D006527", "D009999")
+    assert docs[1].mentions[0].is_composite and docs[1].title == "Breast and ovarian cancer."
+
+
+def test_pubtator_relations_types_and_unknown_ids():
+    docs = list(parse_pubtator(BC5CDR.splitlines(), types={"Disease"}))
+    assert len(docs) == 1
+    (doc,) = docs
+    assert [m.text for m in doc.mentions] == ["hypertension"]
+    assert doc.relations[0].type == "CID" and doc.relations[0].arguments == ("D009270", "D006973")
+    every = list(parse_pubtator(BC5CDR.splitlines()))[0].mentions
+    assert every[2].ids == ()
+
+
+def test_pubtator_errors_name_line_and_field(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("1|t|T\n1|a|A\n1\tx\t4\tT\tDisease\tD1\n1\t0\t1\tT\tDisease\tD2\n")
+    with pytest.raises(FormatError, match=r"bad.txt:3: start/end"):
+        read_pubtator(path)
+    skipped = []
+    docs = read_pubtator(path, skipped=skipped)
+    assert len(skipped) == 1 and skipped[0].line == 3
+    assert [m.ids for m in docs[0].mentions] == [("D2",)]
+    with pytest.raises(FormatError, match=r":1: line"):
+        list(parse_pubtator(["garbage line"]))
+
+
+def test_pubtator_round_trip(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text(BC5CDR)
+    docs = read_pubtator(src)
+    out = write_pubtator(docs, tmp_path / "out.txt")
+    assert read_pubtator(out) == docs
+
+
+def test_medic(tmp_path):
+    path = tmp_path / "medic.txt"
+    path.write_text("D017092|263700||Porphyria, Erythropoietic|CEP|Congenital Erythropoietic Porphyria\nC565588||Epidermolysis Bullosa\n")
+    vocab = read_medic(path)
+    assert len(vocab) == 2
+    c = vocab.get("263700")
+    assert c.id == "D017092" and c.alt_ids == ("263700",)
+    assert c.names == ("Porphyria, Erythropoietic", "CEP", "Congenital Erythropoietic Porphyria")
+    assert vocab.resolve("263700") == "D017092" and "C565588" in vocab and "X" not in vocab
+    path.write_text("D1||a\nD2|b\n")
+    with pytest.raises(FormatError, match=r"medic.txt:2: line"):
+        read_medic(path)
+    skipped = []
+    assert len(read_medic(path, skipped=skipped)) == 1 and len(skipped) == 1
+
+
+CTD_ROWS = (
+    "# header\n#\n# Fields:\n# DiseaseName\tDiseaseID\tAltDiseaseIDs\tDefinition\tParentIDs\tTreeNumbers\tParentTreeNumbers\tSynonyms\tSlimMappings\n#\n"
+    "Wilson Disease\tMESH:D006527\tDO:DOID:893|OMIM:277900\tdef\tMESH:D1\tC1\tC0\tHepatolenticular Degeneration|Wilson Disease\tMetabolic disease\n"
+    "Cancer\tMESH:D009369\t\t\t\t\t\t\t\n"
+)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_ctd(tmp_path, gz):
+    path = tmp_path / ("CTD_diseases.tsv.gz" if gz else "CTD_diseases.tsv")
+    if gz:
+        with gzip.open(path, "wt") as f:
+            f.write(CTD_ROWS)
+    else:
+        path.write_text(CTD_ROWS)
+    vocab = load_vocabulary(path)
+    assert detect_format(path) == "ctd"
+    wilson = vocab.get("277900")
+    assert wilson.id == "D006527" and wilson.alt_ids == ("DO:DOID:893", "277900")
+    assert wilson.synonyms == ("Hepatolenticular Degeneration",)
+    assert vocab.get("D009369").names == ("Cancer",)
+
+
+def test_ctd_error(tmp_path):
+    path = tmp_path / "c.tsv"
+    path.write_text("# CTD\nName\t\n")
+    with pytest.raises(FormatError, match=r"c.tsv:2: DiseaseID"):
+        read_ctd(path)
+
+
+def test_custom_vocabularies(tmp_path):
+    tsv = tmp_path / "v.tsv"
+    tsv.write_text("id\tname\tsynonyms\nX:1\tFoo disease\tfoo|Foo disease\nX:2\tBar\n")
+    vocab = read_tsv_vocabulary(tsv)
+    assert [c.names for c in vocab] == [("Foo disease", "foo"), ("Bar",)]
+    jsonl = tmp_path / "v.jsonl"
+    write_jsonl_vocabulary(vocab, jsonl)
+    again = load_vocabulary(jsonl)
+    assert list(again) == list(vocab)
+    jsonl.write_text('{"id": "A", "name": "a"}\n{"id": "B", "synonyms": ["b"]}\n{"id": "C", "name": "c", "synonyms": "c"}\nnot json\n')
+    with pytest.raises(FormatError, match=r"v.jsonl:2: name"):
+        read_jsonl_vocabulary(jsonl)
+    skipped = []
+    assert [c.id for c in read_jsonl_vocabulary(jsonl, skipped=skipped)] == ["A"]
+    assert [(e.line, e.field) for e in skipped] == [(2, "name"), (3, "synonyms"), (4, "json")]
+
+
+def test_vocabulary_merges_repeated_ids():
+    vocab = Vocabulary([Concept("D1", "a", ("1",), ("b",)), Concept("D1", "c", ("2",), ("a",))])
+    (c,) = list(vocab)
+    assert c.names == ("a", "b", "c") and c.alt_ids == ("1", "2")
+
+
+def test_biosyn_files_round_trip(tmp_path):
+    d = Dictionary([DictionaryEntry("wilson disease", ("D006527",)), DictionaryEntry("cep", ("D017092", "263700"))])
+    d.add("wilson disease", ("277900",))
+    path = write_dictionary(d, tmp_path / "dict.txt")
+    assert path.read_text() == "D006527|277900||wilson disease\nD017092|263700||cep\n"
+    assert list(read_dictionary(path)) == list(d)
+    assert load_vocabulary(path, format="biosyn-dict").get("277900").name == "wilson disease"
+    queries = [Query("breast and ovarian cancer", ("breast cancer", "ovarian cancer"), ("D001943", "D010051"), "CompositeMention", "1", 0, 25)]
+    concept = write_concept_file(queries, tmp_path / "1.concept")
+    assert concept.read_text() == "1||0|25||CompositeMention||breast cancer|ovarian cancer||D001943|D010051\n"
+    assert read_concept_file(concept)[0].parts == queries[0].parts
+    concept.write_text("1||0|x||T||m||D1\n")
+    with pytest.raises(FormatError, match=r"1.concept:1: start\|end"):
+        read_concept_file(concept)
+
+
+def test_fetch_checks_and_writes_atomically(tmp_path):
+    payload = b"C1||a\n"
+    item = DOWNLOADS["medic-2012"][0]
+    with pytest.raises(ChecksumError):
+        fetch(["medic-2012"], tmp_path, get=lambda url: payload)
+    assert not any(tmp_path.rglob("*medic*"))
+    ctd = fetch(["ctd"], tmp_path, get=lambda url: b"\x1f\x8b fake")
+    assert ctd[0].read_bytes() == b"\x1f\x8b fake"
+    source = json.loads((ctd[0].parent / "SOURCE.json").read_text())
+    assert source["url"].endswith("CTD_diseases.tsv.gz") and len(source["sha256"]) == 64
+    assert item.target == "medic/medic_06Jul2012.txt"
+
+
+def test_real_files(real_data_dir):
+    docs = read_pubtator(real_data_dir / "ncbi-disease" / "NCBItrainset_corpus.txt")
+    assert len(docs) == 593 and sum(len(d.mentions) for d in docs) == 5145
+    assert [d.pmid for d in docs].count("8528200") == 2
+    assert all(d.text[m.start:m.end] == m.text for d in docs for m in d.mentions)
+    medic = load_vocabulary("medic-2012", data_dir=real_data_dir)
+    assert len(medic) == 11915 and medic.n_names == 76237
+    ctd = load_vocabulary("ctd", data_dir=real_data_dir)
+    assert len(ctd) == 11865
