@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from biosyn.data.atomic import atomic_write
 from biosyn.data.errors import FormatError
 
 CONFIG_FILE = "sparse_encoder.json"
@@ -111,8 +111,10 @@ class SparseEncoder:
         directory.mkdir(parents=True, exist_ok=True)
         terms = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
         config = {"format": _FORMAT, "version": _VERSION, "ngram_range": list(self.ngram_range), "vocabulary": terms}
-        _write_atomic(directory / IDF_FILE, lambda f: np.save(f, self.idf, allow_pickle=False))
-        _write_atomic(directory / CONFIG_FILE, lambda f: f.write(json.dumps(config, ensure_ascii=False).encode()))
+        with atomic_write(directory / IDF_FILE, "wb") as f:
+            np.save(f, self.idf, allow_pickle=False)
+        with atomic_write(directory / CONFIG_FILE) as f:
+            f.write(json.dumps(config, ensure_ascii=False))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> SparseEncoder:
@@ -197,17 +199,3 @@ def _as_texts(texts: Iterable[str]) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"expected strings, got {type(t).__name__}")
     return texts
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Write via a temp file in the same directory + os.replace, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -105,7 +105,7 @@ class BioSyn:
         if weight is None and (folder / "sparse_weight.pt").exists():
             import torch
 
-            weight = float(torch.load(folder / "sparse_weight.pt", map_location="cpu", weights_only=True))
+            weight = float(torch.load(folder / "sparse_weight.pt", map_location="cpu", weights_only=True).detach().reshape(-1)[0])
         model = cls(encoder, sparse, sparse_weight=1.0 if weight is None else weight,
                     similarity=config.get("similarity", "dot"), scale=config.get("scale", 1.0))
         model._fingerprint = config.get("fingerprint")

@@ -1,0 +1,57 @@
+"""`biosyn serve`: loads a model and its index once, then serves them with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+from .app import Limits
+
+
+def add_serve_parser(subparsers) -> argparse.ArgumentParser:
+    from ..cli import MODEL_HELP  # here, not at import time: the main CLI imports this module
+
+    p = subparsers.add_parser("serve", help="serve the HTTP API and the web page",
+                              description="Serves POST /normalize, POST /annotate, GET /concepts/{id}, /health, /info, "
+                                          "the OpenAPI docs at /docs and a web page at /.")
+    p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument("--index", help="a saved index (`biosyn index build`); default: build or reuse a cached one")
+    p.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file, when no --index is given")
+    p.add_argument("--data-dir", help="data folder (default: $BIOSYN_DATA_DIR, else the `biosyn data fetch` cache)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="unpickle a released checkpoint's sparse_encoder.pk instead of refitting it (runs code from the file)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for embedding on CPU")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    defaults = Limits()
+    p.add_argument("--max-mentions", type=int, default=defaults.max_mentions, help="mentions per request")
+    p.add_argument("--max-mention-chars", type=int, default=defaults.max_mention_chars)
+    p.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars, help="characters per document text")
+    p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="mentions per model call")
+    p.add_argument("--batch-wait-ms", type=float, default=defaults.batch_wait_ms,
+                   help="how long a lone request waits for others to share its model call")
+    return p
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from ..loading import attach_index, load_model
+    from .app import create_app
+
+    model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16)
+    if args.index:
+        from ...search.index import NameIndex
+
+        model.use_index(NameIndex.load(args.index))
+    else:
+        from ..vocabulary_setup import dictionary_for
+
+        vocabulary, dictionary = dictionary_for(args.vocabulary, None, None, args.data_dir, default_mentions=True)
+        attach_index(model, dictionary, vocabulary)
+    limits = Limits(max_mentions=args.max_mentions, max_mention_chars=args.max_mention_chars,
+                    max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
+                    max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
+    # uvicorn's own start-up lines say where it listens; access logs would cost throughput.
+    uvicorn.run(create_app(model, limits=limits, vocabulary=None if args.index else args.vocabulary), host=args.host, port=args.port, access_log=False)
+    return 0

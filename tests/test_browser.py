@@ -1,0 +1,100 @@
+"""The web page in a real browser: Playwright drives Debian's Chromium against a live server."""
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from biosyn.interfaces.server import create_app
+
+from test_server import ABSTRACT, tiny_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser at {CHROMIUM} (apt-get install chromium)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # a free port, held from the start so nothing can take it
+    server = uvicorn.Server(uvicorn.Config(create_app(tiny_model()), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def page(server_url):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        context = browser.new_context(base_url=server_url)
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server_url)
+        page = context.new_page()
+        # The page must not reach out: any request to another origin fails the test.
+        outside = []
+        page.on("request", lambda r: None if r.url.startswith(server_url) else outside.append(r.url))
+        yield page
+        browser.close()
+    assert not outside, f"the page requested {outside}"
+
+
+def rendered_ids(page):
+    return page.locator("#results td.id").evaluate_all("cells => cells.map(c => c.querySelector('.concept').textContent)")
+
+
+def test_mentions_one_per_line(page):
+    page.goto("/")
+    page.locator("#mode option").first.wait_for(state="attached")  # /info has answered
+    page.fill("#input", "breast and ovarian cancer\nLynch syndrome\nHypotrichosis simplex")
+    page.select_option("#k", "1")
+    page.click("#submit")
+    page.wait_for_selector("#results:not([hidden]) tbody tr")
+    assert rendered_ids(page) == ["D001943", "D010051", "D003123", "601675"]
+    links = page.locator("#results td.id a").evaluate_all("as => as.map(a => a.href)")
+    assert "https://ctdbase.org/detail.go?type=disease&acc=MESH:D001943" in links
+    assert "https://meshb.nlm.nih.gov/record/ui?ui=D001943" in links
+    assert "https://ctdbase.org/detail.go?type=disease&acc=OMIM:601675" in links
+    assert "https://omim.org/entry/601675" in links
+
+    page.click("#copy")
+    page.wait_for_selector("#status:has-text('copied')")
+    tsv = page.evaluate("navigator.clipboard.readText()").splitlines()
+    assert tsv[0].split("\t") == ["mention", "part", "rank", "id", "preferred_name", "matched_name", "score"]
+    assert [row.split("\t")[3] for row in tsv[1:]] == ["D001943", "D010051", "D003123", "601675"]
+
+
+def test_marked_abstract_resolves_abbreviations(page):
+    page.goto("/")
+    page.locator("#mode option").first.wait_for(state="attached")
+    page.fill("#input", ABSTRACT.replace("with WD", "with [[WD]]"))
+    page.select_option("#k", "3")
+    page.click("#submit")
+    page.wait_for_selector("#results:not([hidden]) tbody tr")
+    assert rendered_ids(page)[0] == "D006527"  # WD → Wilson disease, from the abstract
+    assert page.locator("#results tbody tr").count() == 3
+
+
+def test_errors_are_shown(page):
+    page.goto("/")
+    page.fill("#input", "x" * 400)  # longer than a mention may be
+    page.click("#submit")
+    page.wait_for_selector("#status.error")
+    assert "at most" in page.text_content("#status")

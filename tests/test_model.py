@@ -1,0 +1,172 @@
+import logging
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel
+
+from biosyn.encoders.dense import DenseEncoder
+from biosyn.interfaces.loading import attach_index
+from biosyn.model.biosyn import BioSyn
+from biosyn.preprocess.pipeline import build_dictionary
+from biosyn.preprocess.text import normalize_text
+from biosyn.search.index import IndexMismatchError, NameIndex
+
+from tiny import tiny_bert, tiny_vocabulary
+
+
+@pytest.fixture()
+def vocab():
+    return tiny_vocabulary()
+
+
+def make_model(tmp_path, seed=0, **kwargs):
+    model, tokenizer = tiny_bert(tmp_path / f"base{seed}", seed=seed)
+    return BioSyn(DenseEncoder(model, tokenizer, pooling="cls"), **kwargs)
+
+
+def test_normalize_finds_exact_names_and_splits_composites(tmp_path, vocab):
+    model = make_model(tmp_path, sparse_weight=5.0)
+    model.build_index(build_dictionary(vocab), vocab)
+    (wilson, composite) = model.normalize(["Wilson disease", "breast and ovarian cancer"], k=3)
+    best = wilson.candidates[0][0]
+    assert best.name == "wilson disease" and best.concepts == ("D006527",)
+    assert best.preferred_names == ("Hepatolenticular Degeneration",)
+    assert best.score == pytest.approx(best.dense + 5.0 * best.sparse, rel=1e-5)
+    assert composite.parts == ("breast cancer", "ovarian cancer")
+    assert [c.concepts for c in composite.top] == [("D001943",), ("D010051",)]
+    with pytest.raises(TypeError):
+        model.normalize("Wilson disease")
+
+
+def test_abbreviations_resolve_with_document_text(tmp_path, vocab):
+    model = BioSyn()
+    model.build_index(build_dictionary(vocab), vocab)
+    text = "Patients with Wilson disease (WD) were studied. WD is rare."
+    (without,) = model.normalize(["WD"], k=1)
+    (with_text,) = model.normalize(["WD"], k=1, texts=[text])
+    assert without.parts == ("wd",) and with_text.parts == ("wilson disease",)
+    assert with_text.top[0].concepts == ("D006527",)
+
+
+def test_hybrid_search_matches_brute_force(tmp_path, vocab):
+    model = make_model(tmp_path, sparse_weight=0.7)
+    dictionary = build_dictionary(vocab)
+    index = model.build_index(dictionary, vocab)
+    queries = ["breast tumour", "wilsons disease", "lynch", "ovary cancer"]
+    dense = model.embed(queries, queries=True) @ index.dense_matrix.T
+    sparse = (index.sparse_encoder.transform(queries) @ index.sparse_matrix.T).toarray()
+    for mode, full in (("dense", dense), ("sparse", sparse), ("hybrid", dense + 0.7 * sparse)):
+        ranked = model.rank(queries, k=4, mode=mode)
+        for row, cands in zip(full, ranked):
+            want = np.argsort(-row, kind="stable")[:4]
+            assert [c.name for c in cands] == [dictionary.names[i] for i in want]
+            np.testing.assert_allclose([c.score for c in cands], row[want], rtol=1e-4, atol=1e-5)
+
+
+def test_approximate_search_agrees_on_small_index(tmp_path, vocab):
+    model = make_model(tmp_path, sparse_weight=0.5)
+    index = model.build_index(build_dictionary(vocab), vocab)
+    index.add_faiss("hnsw")
+    queries = ["breast tumour", "wilsons disease", "lynch syndrome"]
+    exact = model.rank(queries, k=3)
+    approx = model.rank(queries, k=3, approximate=True)
+    assert [[c.name for c in r] for r in approx] == [[c.name for c in r] for r in exact]
+    path = index.save(tmp_path / "idx")
+    assert (path / "dense.faiss").exists() and NameIndex.load(path)._faiss is not None
+
+
+def test_save_pretrained_is_a_transformers_folder(tmp_path, vocab):
+    model = make_model(tmp_path, sparse_weight=0.25, similarity="cosine", scale=10.0)
+    model.fit_sparse(vocab)
+    folder = model.save_pretrained(tmp_path / "model")
+    names = ["breast cancer", "wilson disease"]
+    plain = AutoModel.from_pretrained(folder).eval()
+    tokens = model.encoder.tokenizer(names, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        cls = plain(**tokens).last_hidden_state[:, 0].numpy()
+    np.testing.assert_allclose(model.encoder.embed(names), cls, atol=1e-5)
+    again = BioSyn.from_pretrained(folder)
+    assert (again.sparse_weight, again.similarity, again.scale) == (0.25, "cosine", 10.0)
+    assert again.fingerprint == model.fingerprint
+    assert again.sparse_encoder.vocabulary == model.sparse_encoder.vocabulary
+    np.testing.assert_allclose(again.embed(names, queries=True), model.embed(names, queries=True), atol=1e-5)
+
+
+def test_index_round_trip_and_model_binding(tmp_path, vocab):
+    model = make_model(tmp_path)
+    dictionary = build_dictionary(vocab)
+    index = model.build_index(dictionary, vocab)
+    before = model.rank(["breast tumour"], k=3)
+    index.save(tmp_path / "idx")
+    loaded = NameIndex.load(tmp_path / "idx")
+    assert isinstance(loaded.dense_matrix, np.memmap)
+    model.use_index(loaded)
+    assert model.rank(["breast tumour"], k=3) == before
+    other = make_model(tmp_path, seed=1)
+    with pytest.raises(IndexMismatchError, match="built with model"):
+        other.use_index(loaded)
+    smaller = tiny_vocabulary()
+    smaller.add(smaller.get("D009369").__class__("X1", "Extra"))
+    with pytest.raises(IndexMismatchError, match="another dictionary|vocabulary"):
+        attach_index(model, build_dictionary(smaller), smaller, index_dir=tmp_path / "idx")
+
+
+def test_interrupted_index_write_leaves_the_old_index(tmp_path, vocab, monkeypatch):
+    model = make_model(tmp_path)
+    index = model.build_index(build_dictionary(vocab), vocab)
+    index.save(tmp_path / "idx")
+    calls = {"n": 0}
+    real_save = np.save
+
+    def failing_save(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(tmp_path / "idx")
+    with pytest.raises(KeyboardInterrupt):
+        calls["n"] = 0
+        index.save(tmp_path / "fresh")
+    monkeypatch.undo()
+    assert not (tmp_path / "fresh").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert len(NameIndex.load(tmp_path / "idx")) == len(index)
+
+
+def released_checkpoint(tmp_path, vocab, weight=0.3):
+    """A folder laid out like dmis-lab/biosyn-sapbert-ncbi-disease: encoder files, sparse_weight.pt, sparse_encoder.pk."""
+    sklearn_text = pytest.importorskip("sklearn.feature_extraction.text")
+    folder = tmp_path / "released"
+    model, tokenizer = tiny_bert(folder, seed=3)
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    tokenizer.save_pretrained(folder)
+    (folder / "tokenizer.json").unlink()
+    torch.save(torch.nn.Parameter(torch.tensor([weight])), folder / "sparse_weight.pt")
+    names = sorted({normalize_text(n) for c in vocab for n in c.names})  # BioSyn's train dictionary
+    vectorizer = sklearn_text.TfidfVectorizer(analyzer="char", ngram_range=(1, 2)).fit(names)
+    with open(folder / "sparse_encoder.pk", "wb") as out:
+        pickle.dump(vectorizer, out)
+    return folder, model
+
+
+def test_released_checkpoint_loads_without_unpickling(tmp_path, vocab, caplog):
+    folder, original = released_checkpoint(tmp_path, vocab)
+    with caplog.at_level(logging.WARNING):
+        model = BioSyn.from_pretrained(folder)
+    assert "not unpickled" in caplog.text and model.sparse_encoder is None
+    assert model.sparse_weight == pytest.approx(0.3) and model.encoder.pooling == "cls"
+    model.build_index(build_dictionary(vocab), vocab)
+    trusted = BioSyn.from_pretrained(folder, trust_pickle=True)
+    # refitting on the vocabulary gives the vectoriser BioSyn pickled
+    assert trusted.sparse_encoder.vocabulary == model.sparse_encoder.vocabulary
+    np.testing.assert_allclose(trusted.sparse_encoder.idf, model.sparse_encoder.idf)
+    tokens = model.encoder.tokenizer(["wilson disease"], return_tensors="pt")
+    with torch.no_grad():
+        want = original(**tokens).last_hidden_state[:, 0].numpy()
+    np.testing.assert_allclose(model.embed(["wilson disease"]), want, atol=1e-5)

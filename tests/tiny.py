@@ -1,0 +1,33 @@
+"""Tiny random BERTs for tests: a letter-level WordPiece vocabulary, so any lowercase text tokenizes."""
+
+import string
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertModel, BertTokenizer
+
+from biosyn.data.records import Concept, Vocabulary
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def tiny_bert(folder: Path, seed: int = 0, hidden: int = 32) -> tuple[BertModel, BertTokenizer]:
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    letters = list(string.ascii_lowercase + string.digits)
+    vocab.write_text("\n".join(SPECIAL + letters + [f"##{c}" for c in letters]) + "\n")
+    tokenizer = BertTokenizer(vocab=str(vocab))  # transformers 5: vocab_file= is ignored
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=64)
+    return BertModel(config).eval(), tokenizer
+
+
+def tiny_vocabulary() -> Vocabulary:
+    return Vocabulary([
+        Concept("D001943", "Breast Neoplasms", ("114480",), ("Breast Cancer", "Breast Tumor")),
+        Concept("D010051", "Ovarian Neoplasms", (), ("Ovarian Cancer",)),
+        Concept("D006527", "Hepatolenticular Degeneration", ("277900",), ("Wilson Disease",)),
+        Concept("D003123", "Colorectal Neoplasms, Hereditary Nonpolyposis", (), ("Lynch Syndrome", "HNPCC")),
+        Concept("D009369", "Neoplasms", (), ("Cancer", "Tumor")),
+    ])
