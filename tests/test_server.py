@@ -181,6 +181,7 @@ def test_body_too_large(client):
     ({"documents": [{"id": "a", "text": "ab " * 5, "mentions": [{"start": 0, "end": 2}] * 5}]}, "too_many_mentions"),
     ({"pubtator": "1|t|title\n1\tzero\t4\ttitle\tDisease\n"}, "bad_pubtator"),
     ({"pubtator": "not pubtator at all"}, "bad_pubtator"),
+    ({"pubtator": "1|t|title\n1\t0\t9\ttitle\tDisease\n"}, "bad_span"),
     ({"pubtator": PUBTATOR, "output": "xml"}, "invalid_request"),
     ({"pubtator": PUBTATOR, "mode": "hybrid"}, "unsupported_mode"),
 ])

@@ -222,6 +222,8 @@ class BioSyn:
             for col, i in enumerate(result.indices[row]):
                 ids = index.ids[i]
                 concepts = tuple(dict.fromkeys(c.id for c in map(index.concept, ids) if c is not None))
+                # A name shared by several concepts: MeSH first, as MEDIC and the NCBI corpus prefer it to OMIM.
+                concepts = tuple(sorted(concepts, key=str.isdigit))
                 cands.append(Candidate(
                     name=index.names[i], ids=ids, score=float(result.scores[row, col]),
                     dense=None if result.dense is None else float(result.dense[row, col]),

@@ -35,19 +35,15 @@ _ab3p: pyab3p.Ab3p | None = None
 @contextlib.contextmanager
 def _quiet_native_stderr():
     """Ab3P's C++ code prints "Failed to find sentence" plus the whole text for most abstracts."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without a descriptor
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
+    saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), fd)
+            os.dup2(devnull.fileno(), 2)
             yield
     finally:
-        os.dup2(saved, fd)
+        os.dup2(saved, 2)
         os.close(saved)
 
 

@@ -293,7 +293,8 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
     def check_mode(mode: str | None) -> str:
         mode = mode or model.default_mode
         if mode not in modes:
-            raise ApiError(422, "unsupported_mode", f"mode {mode!r} needs a dense model; this server offers {', '.join(modes)}")
+            raise ApiError(422, "unsupported_mode",
+                           f"mode {mode!r} needs a dense model; this server offers {', '.join(modes)}")
         return mode
 
     def check_k(k: int) -> None:
@@ -309,7 +310,8 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
             if not m.strip():
                 raise ApiError(422, "empty_mention", f"mention {i} is empty")
             if len(m) > limits.max_mention_chars:
-                raise ApiError(422, "mention_too_long", f"mention {i} has {len(m)} characters; at most {limits.max_mention_chars}")
+                raise ApiError(422, "mention_too_long",
+                               f"mention {i} has {len(m)} characters; at most {limits.max_mention_chars}")
 
     def check_text(text: str | None, what: str) -> None:
         if text is not None and len(text) > limits.max_text_chars:
@@ -373,8 +375,8 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
         if mentions:
             check_mentions(mentions)
         mode = check_mode(body.mode)
-        results = iter(await request.app.state.batcher.normalize(mentions, [d.text for d in docs for _ in d.mentions], 1, mode)
-                       if mentions else [])
+        texts = [d.text for d in docs for _ in d.mentions]
+        results = iter(await request.app.state.batcher.normalize(mentions, texts, 1, mode) if mentions else [])
         filled = [(d, [(m, next(results)) for m in d.mentions]) for d in docs]
         output = body.output or ("pubtator" if body.pubtator is not None else "json")
         if output == "pubtator":
@@ -392,6 +394,11 @@ def _pubtator_documents(text: str) -> list[Document]:
     docs = list(parse_pubtator(text.splitlines(), source="pubtator", skipped=errors))
     if errors:
         raise ApiError(422, "bad_pubtator", "; ".join(str(e) for e in errors[:5]))
+    for d in docs:
+        for m in d.mentions:
+            if m.end > len(d.text):
+                raise ApiError(422, "bad_span", f"document {d.pmid!r}: span {m.start}-{m.end} is past the end of its "
+                                                f"{len(d.text)}-character text")
     return docs
 
 
@@ -439,8 +446,8 @@ def _bioc(filled) -> dict:
             annotations = []
             for m, r in pairs:
                 if offset <= m.start < offset + len(text) + 1:
-                    annotations.append({"id": str(n), "text": m.text,
-                                        "infons": {"type": m.type, "identifier": ",".join(_curie(i) for i in top_ids(r).split("|"))},
+                    identifier = ",".join(_curie(i) for i in top_ids(r).split("|"))
+                    annotations.append({"id": str(n), "text": m.text, "infons": {"type": m.type, "identifier": identifier},
                                         "locations": [{"offset": m.start, "length": m.end - m.start}]})
                     n += 1
             out.append({"offset": offset, "infons": {"type": kind}, "text": text, "sentences": [],

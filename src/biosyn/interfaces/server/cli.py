@@ -53,5 +53,6 @@ def cmd_serve(args) -> int:
                     max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
                     max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
     # uvicorn's own start-up lines say where it listens; access logs would cost throughput.
-    uvicorn.run(create_app(model, limits=limits, vocabulary=None if args.index else args.vocabulary), host=args.host, port=args.port, access_log=False)
+    app = create_app(model, limits=limits, vocabulary=None if args.index else args.vocabulary)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False)
     return 0

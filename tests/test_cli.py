@@ -1,0 +1,64 @@
+import json
+
+import pytest
+
+from biosyn.interfaces.cli import main
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIOSYN_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("data", "evaluate", "index", "normalize"):
+        assert command in out
+
+
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
+    assert main(["evaluate", "--model", "sparse", "--data-dir", str(tmp_path)]) == 2
+    assert "biosyn data fetch" in capsys.readouterr().err
+
+
+def test_normalize_files(real_data_dir, cache, capsys):
+    tsv = cache / "in.tsv"
+    tsv.write_text("mention\ttext\nWilson disease\t\n\tno mention here\nWD\tWilson disease (WD) is a copper disorder.\n")
+    out = cache / "out.tsv"
+    assert main(["normalize", "--model", "sparse", "--data-dir", str(real_data_dir), "--input", str(tsv), "--output", str(out)]) == 0
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert rows[0] == ["mention", "text", "ids", "preferred_names", "score"]
+    assert [r[2] for r in rows[1:]] == ["D006527", "D006527"]
+    assert "skipped 1 bad records" in capsys.readouterr().err
+
+    jsonl = cache / "in.jsonl"
+    jsonl.write_text('{"mention": "breast and ovarian cancer", "id": 7}\nnot json\n')
+    out = cache / "out.jsonl"
+    assert main(["normalize", "--model", "sparse", "--data-dir", str(real_data_dir), "--input", str(jsonl), "--output", str(out), "-k", "2"]) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["id"] == 7 and record["parts"] == ["breast cancer", "ovarian cancer"]
+    assert record["ids"] == ["D001943", "D010051"] and len(record["candidates"][0]) == 2
+
+    pubtator = cache / "doc.txt"
+    pubtator.write_text("1|t|Hereditary nonpolyposis colorectal cancer (HNPCC) in families.\n1|a|HNPCC is common.\n"
+                        "1\t43\t48\tHNPCC\tSpecificDisease\t-1\n")
+    out = cache / "doc.out.txt"
+    assert main(["normalize", "--model", "sparse", "--data-dir", str(real_data_dir), "--input", str(pubtator), "--output", str(out)]) == 0
+    assert out.read_text().splitlines()[2] == "1\t43\t48\tHNPCC\tSpecificDisease\tD003123"
+
+
+@pytest.mark.slow
+def test_sparse_evaluation_on_the_real_test_set(real_data_dir, cache, capsys):
+    """End to end: BioSyn's protocol on the NCBI disease test set with the sparse model alone."""
+    predictions, figures = cache / "pred.jsonl", cache / "figures.json"
+    assert main(["evaluate", "--model", "sparse", "--data-dir", str(real_data_dir),
+                 "--predictions", str(predictions), "--output", str(figures)]) == 0
+    report = json.loads(figures.read_text())
+    assert report["queries"] == 960 and report["dictionary_names"] == 73023
+    assert report["acc"]["acc@1"] == 87.6 and report["acc"]["acc@5"] == 90.62
+    assert sum(t["queries"] for t in report["by_type"].values()) == 960
+    lines = predictions.read_text().splitlines()
+    assert len(lines) == 960 and json.loads(lines[0])["mention"] == "copper toxicosis"
