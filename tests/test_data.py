@@ -104,6 +104,8 @@ def test_medic(tmp_path):
     assert c.id == "D017092" and c.alt_ids == ("263700",)
     assert c.names == ("Porphyria, Erythropoietic", "CEP", "Congenital Erythropoietic Porphyria")
     assert vocab.resolve("263700") == "D017092" and "C565588" in vocab and "X" not in vocab
+    path.write_text("114480|D001943||Breast Neoplasms\n")
+    assert read_medic(path).get("114480").ids == ("D001943", "114480")
     path.write_text("D1||a\nD2|b\n")
     with pytest.raises(FormatError, match=r"medic.txt:2: line"):
         read_medic(path)

@@ -1,6 +1,9 @@
 """MEDIC 2012, BioSyn's vocabulary file: one concept a line, `ID|altID...||name|synonym...`.
 
 Alternative IDs are bare OMIM numbers or MeSH IDs, the same spelling `biosyn.data.ids` uses.
+BioSyn's copy lists an OMIM number first on 1,362 lines that CTD files under a MeSH ID
+(`114480|D001943||Breast Neoplasms|...`); the reader makes the MeSH ID the main one, as CTD
+does, and keeps the OMIM number as an alternative. The ID set, and so every score, is unchanged.
 """
 
 from __future__ import annotations
@@ -38,4 +41,6 @@ def parse_medic_line(line: str, source: str = "<input>", line_no: int | None = N
         raise FormatError(source, line_no, "ID", "no concept ID before '||'")
     if not names:
         raise FormatError(source, line_no, "name", f"concept {ids[0]} has no name after '||'")
-    return Concept(id=ids[0], name=names[0], alt_ids=tuple(dict.fromkeys(ids[1:])), synonyms=tuple(dict.fromkeys(names[1:])))
+    mesh = next((i for i in ids if not i.isdigit()), ids[0])
+    ids = [mesh] + [i for i in dict.fromkeys(ids) if i != mesh]
+    return Concept(id=ids[0], name=names[0], alt_ids=tuple(ids[1:]), synonyms=tuple(dict.fromkeys(names[1:])))
