@@ -17,9 +17,11 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The main job: the best model available offline (a trained one under runs/, else the packaged
+# MiniLM) evaluated on the NCBI disease test set, then a few mentions normalised.
 run: setup
-	$(VENV)/bin/biosyn evaluate --corpus ncbi-disease --split test --mode sparse
-	$(VENV)/bin/biosyn normalize --mode sparse "hereditary breast and ovarian cancer" "HNPCC" "Wilson disease"
+	$(VENV)/bin/biosyn evaluate --corpus ncbi-disease --split test --bf16
+	$(VENV)/bin/biosyn normalize --bf16 -k 3 "hereditary breast and ovarian cancer" "Wilson disease" "colon cancers"
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,0 +1,74 @@
+"""Candidate names per training query: BioSyn's iterative candidate retrieval.
+
+Each query gets `topk` dictionary names: the `n_sparse` best by sparse (TF-IDF) score,
+computed once, then the best by dense score not already taken, re-retrieved at the start of
+every epoch from a freshly embedded dictionary. A candidate is positive when its ID set holds
+every gold ID of the query (set membership on split IDs, never a substring test).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..search.exact import dense_topk, sparse_scores, sparse_topk
+
+
+def merge_candidates(sparse_idx: np.ndarray, dense_idx: np.ndarray, topk: int, n_sparse: int) -> np.ndarray:
+    """[n_q, topk] dictionary indices: the first `n_sparse` sparse ones, then dense ones not yet
+    taken, then (if the dense list ran out) further sparse ones; no index twice in a row."""
+    n_q = sparse_idx.shape[0]
+    out = np.empty((n_q, topk), dtype=np.int64)
+    for i in range(n_q):
+        chosen = list(dict.fromkeys(int(x) for x in sparse_idx[i, :n_sparse]))
+        taken = set(chosen)
+        for pool in (dense_idx[i] if dense_idx is not None else (), sparse_idx[i, n_sparse:]):
+            for x in pool:
+                if len(chosen) >= topk:
+                    break
+                x = int(x)
+                if x not in taken:
+                    chosen.append(x)
+                    taken.add(x)
+        if len(chosen) < topk:
+            raise ValueError(f"query {i}: only {len(chosen)} distinct candidates for top {topk}; retrieve more")
+        out[i] = chosen
+    return out
+
+
+def candidate_labels(gold: Sequence[Sequence[str]], candidates: np.ndarray, dictionary_ids: Sequence[Sequence[str]]) -> np.ndarray:
+    """1.0 where candidate j of query i carries every gold ID of query i, else 0.0."""
+    id_sets = {}
+    labels = np.zeros(candidates.shape, dtype=np.float32)
+    for i, g in enumerate(gold):
+        g = set(g)
+        for j, c in enumerate(candidates[i]):
+            c = int(c)
+            if c not in id_sets:
+                id_sets[c] = frozenset(dictionary_ids[c])
+            labels[i, j] = float(bool(g) and g <= id_sets[c])
+    return labels
+
+
+class CandidateRetriever:
+    """Holds the sparse half (computed once) and merges in a dense half per epoch."""
+
+    def __init__(self, query_csr, dictionary_csr, *, topk: int = 20, dense_ratio: float = 0.5):
+        if not 0 <= dense_ratio <= 1:
+            raise ValueError(f"dense_ratio must be in [0, 1], got {dense_ratio}")
+        self.topk = topk
+        self.n_dense = int(topk * dense_ratio)
+        self.n_sparse = topk - self.n_dense
+        self.query_csr = query_csr
+        self.dictionary_csr = dictionary_csr
+        # Enough sparse names to fill in when the dense list overlaps the sparse one.
+        self.sparse_idx, _ = sparse_topk(query_csr, dictionary_csr, min(topk, dictionary_csr.shape[0]))
+
+    def candidates(self, dense_queries: np.ndarray | None, dense_dictionary: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(indices [n_q, topk], sparse scores [n_q, topk]) for this epoch."""
+        dense_idx = None
+        if self.n_dense and dense_queries is not None:
+            dense_idx, _ = dense_topk(dense_queries, dense_dictionary, self.topk)
+        idx = merge_candidates(self.sparse_idx, dense_idx, self.topk, self.n_sparse)
+        return idx, sparse_scores(self.query_csr, self.dictionary_csr, idx)
