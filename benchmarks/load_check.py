@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
 import socket
@@ -55,7 +56,7 @@ def main() -> int:
         _wait_until_up(url, server, args.startup_timeout)
         print(f"server up in {time.monotonic() - started:.1f} s; {args.concurrency} clients, {args.mentions} mentions "
               f"per request, k={args.k}, for {args.seconds:g} s or {args.max_requests} requests", flush=True)
-        latencies, errors, elapsed = asyncio.run(_load(url, mentions, args))
+        latencies, errors, elapsed = _load(url, mentions, args)
         info = httpx.get(f"{url}/info").json()
     finally:
         server.terminate()
@@ -95,19 +96,34 @@ def _wait_until_up(url: str, server: subprocess.Popen, timeout: float) -> None:
     raise SystemExit(f"the server did not answer /health within {timeout:g} s")
 
 
-async def _load(url: str, mentions: list[str], args) -> tuple[list[float], int, float]:
+def _load(url: str, mentions: list[str], args) -> tuple[list[float], int, float]:
+    # One client process per 16 connections: a single httpx client stalls well before a
+    # server does at higher concurrency, and would measure itself.
+    shares = [min(16, args.concurrency - i) for i in range(0, args.concurrency, 16)]
+    jobs = [(url, mentions, n, args.seconds, args.max_requests * n // args.concurrency, args.mentions, args.k, seed)
+            for seed, n in enumerate(shares)]
+    start = time.perf_counter()
+    with multiprocessing.Pool(len(jobs)) as pool:
+        parts = pool.starmap(_client, jobs)
+    return [x for lat, _ in parts for x in lat], sum(e for _, e in parts), time.perf_counter() - start
+
+
+def _client(url, mentions, concurrency, seconds, max_requests, per_request, k, seed) -> tuple[list[float], int]:
+    return asyncio.run(_client_loop(url, mentions, concurrency, seconds, max_requests, per_request, k, seed))
+
+
+async def _client_loop(url, mentions, concurrency, seconds, max_requests, per_request, k, seed):
     latencies: list[float] = []
     errors = 0
-    rng = random.Random(0)
-    start = time.perf_counter()
-    deadline = start + args.seconds
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    rng = random.Random(seed)
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
         async def worker():
             nonlocal errors
-            while time.perf_counter() < deadline and len(latencies) + errors < args.max_requests:
-                body = {"mentions": rng.sample(mentions, args.mentions), "k": args.k}
+            while time.perf_counter() < deadline and len(latencies) + errors < max_requests:
+                body = {"mentions": rng.sample(mentions, per_request), "k": k}
                 sent = time.perf_counter()
                 try:
                     response = await client.post("/normalize", json=body)
@@ -119,8 +135,8 @@ async def _load(url: str, mentions: list[str], args) -> tuple[list[float], int, 
                 else:
                     errors += 1
 
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    return latencies, errors, time.perf_counter() - start
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors
 
 
 def _report(latencies: list[float], errors: int, elapsed: float, per_request: int, info: dict) -> None:

@@ -62,3 +62,16 @@ def test_sparse_evaluation_on_the_real_test_set(real_data_dir, cache, capsys):
     assert sum(t["queries"] for t in report["by_type"].values()) == 960
     lines = predictions.read_text().splitlines()
     assert len(lines) == 960 and json.loads(lines[0])["mention"] == "copper toxicosis"
+
+
+def test_evaluate_biosyn_preprocessed_queries(real_data_dir, cache, capsys):
+    concept = cache / "q" / "1.concept"
+    concept.parent.mkdir()
+    concept.write_text("1||0|14||SpecificDisease||wilson disease||D006527\n"
+                       "1||20|45||CompositeMention||breast cancer|ovarian cancer||D001943|D010051\n"
+                       "1||50|55||DiseaseClass||xyzzy||D009369\n")
+    figures = cache / "f.json"
+    assert main(["evaluate", "--model", "sparse", "--data-dir", str(real_data_dir), "--queries", str(concept.parent),
+                 "-k", "1", "--output", str(figures)]) == 0
+    report = json.loads(figures.read_text())
+    assert report["queries"] == 3 and report["acc"] == {"acc@1": 66.67}

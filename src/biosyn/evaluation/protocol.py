@@ -10,7 +10,7 @@ kept unless asked otherwise. Both counts are reported.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..data.locate import corpus as corpus_files, data_file
@@ -18,7 +18,7 @@ from ..data.pubtator import read_pubtator
 from ..data.records import Dictionary, Query, Vocabulary
 from ..data.vocabularies import load_vocabulary
 from ..preprocess.pipeline import Preprocessor, build_dictionary, split_known
-from ..preprocess.text import load_spelling_fixes
+from ..preprocess.text import load_spelling_fixes, normalize_text
 
 EARLIER_SPLITS = {"train": (), "dev": ("train",), "test": ("train", "dev")}
 
@@ -99,8 +99,8 @@ def read_queries(path: str | os.PathLike, preprocessor: Preprocessor, types=None
     from ..data.biosyn_files import read_concept_dir, read_concept_file
 
     path = Path(path)
-    if path.is_dir():
-        return read_concept_dir(path)
-    if path.suffix == ".concept":
-        return read_concept_file(path)
+    if path.is_dir() or path.suffix == ".concept":
+        # Already preprocessed by BioSyn's scripts; normalising again changes nothing in them.
+        queries = read_concept_dir(path) if path.is_dir() else read_concept_file(path)
+        return [replace(q, parts=tuple(normalize_text(p) for p in q.parts)) for q in queries]
     return preprocessor.queries(read_pubtator(path, types=types))

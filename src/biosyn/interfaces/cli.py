@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--corpus", default="ncbi-disease", choices=sorted(CORPORA))
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
     ev.add_argument("--vocabulary", help=f"vocabulary name ({', '.join(VOCABULARIES)}) or file; default: the corpus's")
+    ev.add_argument("--queries", help="your own queries instead of a corpus split: a PubTator file, or BioSyn's "
+                    "preprocessed .concept file or folder (used as they are)")
+    ev.add_argument("--dictionary", help="with --queries: a BioSyn `CUI||name` dictionary to search instead of the vocabulary's names")
     ev.add_argument("-k", type=int, default=5, help="report Acc@1..k (default 5)")
     ev.add_argument("--drop-unknown", action="store_true", help="leave out queries whose gold IDs are not in the vocabulary")
     ev.add_argument("--no-abbreviations", action="store_true", help="skip Ab3P abbreviation resolution")
@@ -137,8 +140,19 @@ def cmd_evaluate(args) -> int:
     started = time.perf_counter()
     preprocessor = corpus_preprocessor(args.corpus, args.data_dir, resolve_abbreviations=not args.no_abbreviations,
                                        split_composites=not args.no_composites)
-    benchmark = load_benchmark(args.corpus, args.split, data_dir=args.data_dir, vocabulary=args.vocabulary,
-                               drop_unknown=args.drop_unknown, preprocessor=preprocessor)
+    if args.queries:
+        from ..data.biosyn_files import read_dictionary
+        from ..data.locate import corpus as corpus_files
+        from ..data.vocabularies import load_vocabulary
+        from ..evaluation.protocol import custom_benchmark, read_queries
+
+        vocabulary = load_vocabulary(args.vocabulary or corpus_files(args.corpus).vocabulary, data_dir=args.data_dir)
+        benchmark = custom_benchmark(read_queries(args.queries, preprocessor), vocabulary, preprocessor=preprocessor,
+                                     dictionary=read_dictionary(args.dictionary) if args.dictionary else None,
+                                     name=str(args.queries), drop_unknown=args.drop_unknown)
+    else:
+        benchmark = load_benchmark(args.corpus, args.split, data_dir=args.data_dir, vocabulary=args.vocabulary,
+                                   drop_unknown=args.drop_unknown, preprocessor=preprocessor)
     prepared = time.perf_counter()
     model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16)
     attach_index(model, benchmark.dictionary, benchmark.vocabulary, index_dir=args.index)

@@ -74,7 +74,8 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
         return index
     if model.sparse_encoder is None:
         model.fit_sparse(vocabulary)
-    key = hashlib.sha256(f"{model.fingerprint}|{model.sparse_encoder and len(model.sparse_encoder.vocabulary)}|"
+    key = hashlib.sha256(f"{model.fingerprint}|bf16={model.embed_options['bf16']}|"
+                         f"{model.sparse_encoder and len(model.sparse_encoder.vocabulary)}|"
                          f"{vocabulary_fingerprint(vocabulary)}|{dict_fp}".encode()).hexdigest()[:20]
     path = cache_dir() / key
     if cache and (path / "manifest.json").exists():

@@ -1,0 +1,351 @@
+"""BioSyn training: synonym marginalisation over iteratively retrieved candidates.
+
+Per epoch: embed the dictionary (and the queries) with the current encoder, retrieve each
+query's dense top names and merge them with its fixed sparse top names (`candidates.py`),
+then for each batch encode the query and its candidates with gradients, score them
+(dense similarity + learnable sparse weight × sparse score) and minimise the marginal
+negative log-likelihood of the positives (`loss.py`). AdamW, weight decay 0.01 on the
+encoder; the sparse weight is one scalar with its own learning rate and no decay.
+
+Speed (same mathematics): every distinct name of a batch is encoded once (a query's name is
+often one of its candidates, and candidates repeat across queries), batches are padded to
+their longest member only, and bf16 autocast is optional. With dropout on (train mode, as
+BioSyn), a name shared by two rows gets one dropout sample instead of two. The dictionary
+embedding made for the dev evaluation at the end of an epoch is reused for the next epoch's
+retrieval, so each epoch embeds the names once.
+
+After every epoch the model folder (`<output>/model`) and the trainer state
+(`<output>/trainer_state`: optimizer tensors as safetensors, the rest JSON) are replaced;
+`resume()` continues from the last finished epoch. Each epoch's shuffle and dropout are
+seeded from (seed, epoch), so a resumed run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.records import Dictionary, Vocabulary
+from ..model.biosyn import BioSyn
+from .candidates import CandidateRetriever, candidate_labels
+from .loss import marginal_nll
+from .queries import TrainingQuery
+from .state import STATE_FILE, load_optimizer, save_optimizer, write_json
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+STATE_DIR = "trainer_state"
+LOG_FILE = "train_log.jsonl"
+PLOT_FILE = "training.png"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    sparse_lr: float = 0.01
+    sparse_weight_init: float = 0.0
+    topk: int = 20
+    dense_ratio: float = 0.5
+    max_length: int = 25
+    seed: int = 0
+    bf16: bool = True
+    fast: bool = True  # False: BioSyn's way (every sequence encoded, padded to max_length)
+    embed_batch_size: int = 256
+    eval_bf16: bool | None = None  # None: as bf16 (then the dev dictionary embedding is reused for retrieval)
+    log_every: int = 10
+    max_steps: int | None = None  # per epoch, for probes and tests
+
+
+@dataclass
+class TrainerState:
+    epoch: int = 0  # finished epochs
+    step: int = 0  # optimiser steps so far
+    history: list = field(default_factory=list)  # one dict per finished epoch
+
+
+class Trainer:
+    def __init__(self, model: BioSyn, queries: Sequence[TrainingQuery], dictionary: Dictionary, vocabulary: Vocabulary,
+                 config: TrainConfig, output_dir: str | os.PathLike, *, dev=None, progress: bool = True,
+                 card: dict | None = None):
+        if model.encoder is None:
+            raise ValueError("training needs a dense encoder")
+        if not queries:
+            raise ValueError("no training queries left after filtering")
+        self.model, self.config, self.dev = model, config, dev
+        self.queries = list(queries)
+        self.dictionary, self.vocabulary = dictionary, vocabulary
+        self.output = Path(output_dir)
+        self.progress = progress
+        self.card = card or {}
+        self.state = TrainerState()
+        torch.manual_seed(config.seed)
+        model.encoder.max_length = config.max_length
+        model.embed_options.update(batch_size=config.embed_batch_size, bf16=config.bf16)
+        if model.sparse_encoder is None:
+            model.fit_sparse(vocabulary)
+        self.names = dictionary.names
+        self.ids = dictionary.ids
+        sparse = model.sparse_encoder
+        self.retriever = CandidateRetriever(sparse.transform([q.text for q in self.queries]), sparse.transform(self.names),
+                                            topk=config.topk, dense_ratio=config.dense_ratio)
+        self.sparse_weight = torch.nn.Parameter(torch.tensor(float(config.sparse_weight_init)))
+        model.sparse_weight = float(config.sparse_weight_init)
+        self.optimizer = torch.optim.AdamW([
+            {"params": [p for p in model.encoder.model.parameters() if p.requires_grad],
+             "lr": config.lr, "weight_decay": config.weight_decay},
+            {"params": [self.sparse_weight], "lr": config.sparse_lr, "weight_decay": 0.0},
+        ])
+        self._cache: tuple[int, dict[str, int], np.ndarray] | None = None  # (step, name -> row, raw vectors)
+
+    # -- embeddings ------------------------------------------------------------------------
+
+    def _raw_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw pooled vectors of `texts` for the current weights, reusing this step's cache."""
+        rows, matrix = ({}, None) if self._cache is None or self._cache[0] != self.state.step else self._cache[1:]
+        missing = [t for t in dict.fromkeys(texts) if t not in rows]
+        if missing:
+            enc = self.model.encoder
+            new = enc.embed(missing, batch_size=self.config.embed_batch_size, bf16=self.config.bf16, progress=self.progress)
+            start = 0 if matrix is None else matrix.shape[0]
+            matrix = new if matrix is None else np.vstack([matrix, new])
+            rows = {**rows, **{t: start + i for i, t in enumerate(missing)}}
+            self._cache = (self.state.step, rows, matrix)
+        return matrix[[rows[t] for t in texts]]
+
+    def _similarity_vectors(self, texts: Sequence[str], queries: bool) -> np.ndarray:
+        v = self._raw_vectors(texts)
+        if self.model.similarity == "cosine":
+            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+            if queries:
+                v = v * self.model.scale
+        return v.astype(np.float32)
+
+    # -- one step --------------------------------------------------------------------------
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        enc = self.model.encoder
+        if self.config.fast:
+            return enc.encode(texts)
+        batch = enc.tokenizer(texts, padding="max_length", truncation=True, max_length=enc.max_length,
+                              return_tensors="pt").to(enc.device)
+        return enc.pool(enc.model(**batch).last_hidden_state, batch["attention_mask"])
+
+    def batch_scores(self, query_texts: list[str], candidate_names: list[list[str]], sparse: torch.Tensor) -> torch.Tensor:
+        """Hybrid scores [B, K] with gradients."""
+        flat = [n for row in candidate_names for n in row]
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16)
+        with autocast:
+            if self.config.fast:
+                unique = list(dict.fromkeys(query_texts + flat))
+                pos = {t: i for i, t in enumerate(unique)}
+                emb = self._encode(unique).float()
+                q = emb[[pos[t] for t in query_texts]]
+                c = emb[[pos[t] for t in flat]]
+            else:
+                q = self._encode(query_texts).float()
+                c = self._encode(flat).float()
+        c = c.view(len(query_texts), -1, c.shape[-1])
+        if self.model.similarity == "cosine":
+            q = torch.nn.functional.normalize(q, dim=-1) * self.model.scale
+            c = torch.nn.functional.normalize(c, dim=-1)
+        dense = torch.einsum("bh,bkh->bk", q, c)
+        return dense + self.sparse_weight * sparse
+
+    def step(self, batch: np.ndarray, candidates: np.ndarray, sparse: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+        scores = self.batch_scores([self.queries[i].text for i in batch],
+                                   [[self.names[j] for j in candidates[i]] for i in batch],
+                                   torch.from_numpy(sparse[batch]))
+        loss, n = marginal_nll(scores, torch.from_numpy(labels[batch]))
+        self.optimizer.zero_grad(set_to_none=True)
+        if n:
+            loss.backward()
+            self.optimizer.step()
+        self.state.step += 1
+        return float(loss.detach()), n
+
+    # -- epochs ----------------------------------------------------------------------------
+
+    def retrieve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.model.encoder.model.eval()
+        dense_q = dense_d = None
+        if self.retriever.n_dense:
+            dense_d = self._similarity_vectors(self.names, queries=False)
+            dense_q = self._similarity_vectors([q.text for q in self.queries], queries=True)
+        cand, sparse = self.retriever.candidates(dense_q, dense_d)
+        labels = candidate_labels([q.gold for q in self.queries], cand, self.ids)
+        return cand, sparse, labels
+
+    def train(self, command: str | None = None) -> TrainerState:
+        cfg = self.config
+        self.output.mkdir(parents=True, exist_ok=True)
+        while self.state.epoch < cfg.epochs:
+            epoch = self.state.epoch + 1
+            t0 = time.perf_counter()
+            cand, sparse, labels = self.retrieve()
+            t_retrieve = time.perf_counter() - t0
+            no_positive = int((labels.sum(1) == 0).sum())
+            rng = np.random.default_rng([cfg.seed, epoch])
+            torch.manual_seed(cfg.seed * 1000 + epoch)
+            order = rng.permutation(len(self.queries))
+            batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+            if cfg.max_steps is not None:
+                batches = batches[:cfg.max_steps]
+            self.model.encoder.model.train()
+            losses, used = [], 0
+            t1 = time.perf_counter()
+            with tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", disable=not self.progress) as bar:
+                for b, batch in enumerate(bar):
+                    loss, n = self.step(batch, cand, sparse, labels)
+                    used += n
+                    if n:
+                        losses.append(loss)
+                    rate = (b + 1) * cfg.batch_size / (time.perf_counter() - t1)
+                    bar.set_postfix(loss=f"{loss:.4f}", w=f"{float(self.sparse_weight):.3f}", q_s=f"{rate:.1f}")
+                    if cfg.log_every and (b + 1) % cfg.log_every == 0:
+                        self._log({"event": "step", "epoch": epoch, "step": self.state.step, "loss": round(loss, 6),
+                                   "sparse_weight": round(float(self.sparse_weight), 6),
+                                   "seconds": round(time.perf_counter() - t1, 2)})
+            t_train = time.perf_counter() - t1
+            self.model.encoder.model.eval()
+            self.model.sparse_weight = float(self.sparse_weight.detach())
+            self.model._fingerprint = None
+            record = {"epoch": epoch, "step": self.state.step, "loss": round(float(np.mean(losses)), 6) if losses else None,
+                      "queries_with_positive": used, "queries_without_positive": no_positive,
+                      "sparse_weight": round(self.model.sparse_weight, 6),
+                      "seconds": {"retrieve": round(t_retrieve, 1), "train": round(t_train, 1),
+                                  "per_step": round(t_train / max(len(batches), 1), 3)}}
+            if self.dev is not None:
+                t2 = time.perf_counter()
+                record["dev"] = self.evaluate(self.dev)
+                record["seconds"]["dev"] = round(time.perf_counter() - t2, 1)
+            self.state.epoch = epoch
+            self.state.history.append(record)
+            t3 = time.perf_counter()
+            self.save(command)
+            record["seconds"]["save"] = round(time.perf_counter() - t3, 1)
+            self._log({"event": "epoch", **record})
+            log.info("epoch %d: %s", epoch, record)
+            if self.progress:
+                print(json.dumps(record), flush=True)
+            self.plot()
+        return self.state
+
+    def evaluate(self, benchmark, *, k: int = 5) -> dict:
+        """Acc@1..k on a benchmark with the current weights (the dictionary embedding is cached)."""
+        from ..evaluation.evaluate import run_evaluation
+        from ..search.index import NameIndex
+
+        model = self.model
+        model.encoder.model.eval()
+        bf16 = self.config.bf16 if self.config.eval_bf16 is None else self.config.eval_bf16
+        if bf16 == self.config.bf16:
+            matrix = self._similarity_vectors(benchmark.dictionary.names, queries=False)
+        else:
+            model.embed_options["bf16"] = bf16
+            matrix = model.embed(benchmark.dictionary.names, progress=self.progress)
+        model.embed_options["bf16"] = bf16
+        model.index = NameIndex.build(benchmark.dictionary, model.sparse_encoder, matrix, list(benchmark.vocabulary),
+                                      {"model_fingerprint": model.fingerprint, "similarity": model.similarity})
+        evaluation = run_evaluation(model, benchmark, k=k, mode="hybrid")
+        model.index = None
+        model.embed_options["bf16"] = self.config.bf16
+        return {"benchmark": benchmark.name, **evaluation.result.summary()}
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def save(self, command: str | None = None) -> Path:
+        """Replaces `<output>/trainer_state` then `<output>/model` (each written aside, then renamed)."""
+        from .model_card import write_model_card
+
+        fingerprint = self.model.fingerprint
+        state_tmp = _fresh(self.output / (STATE_DIR + ".tmp"))
+        save_optimizer(self.optimizer, state_tmp, {"sparse_weight": self.sparse_weight.detach()})
+        write_json(state_tmp / STATE_FILE, {"format": "biosyn.trainer_state", "version": 1, **asdict(self.state),
+                                            "config": asdict(self.config), "model_fingerprint": fingerprint})
+        _swap(state_tmp, self.output / STATE_DIR)
+        model_tmp = _fresh(self.output / (MODEL_DIR + ".tmp"))
+        training = {"config": asdict(self.config), "epochs_done": self.state.epoch, "history": self.state.history,
+                    "command": command, "queries": len(self.queries)}
+        self.model.save_pretrained(model_tmp, extra={"training": training})
+        write_model_card(model_tmp, {**self.card, "training": training, "command": command or self.card.get("command")})
+        _swap(model_tmp, self.output / MODEL_DIR)
+        return self.output / MODEL_DIR
+
+    def load_state(self, directory: str | os.PathLike | None = None) -> None:
+        """Restores the optimizer, sparse weight and counters saved by `save` (the model is loaded by the caller)."""
+        directory = Path(directory or self.output / STATE_DIR)
+        meta = json.loads((directory / STATE_FILE).read_text())
+        if meta.get("model_fingerprint") != self.model.fingerprint:
+            raise ValueError(f"{directory} does not belong to the model being resumed (fingerprints differ); "
+                             "the last save was interrupted: start again or resume from a copy")
+        extra = load_optimizer(self.optimizer, directory)
+        with torch.no_grad():
+            self.sparse_weight.copy_(extra["sparse_weight"])
+        self.model.sparse_weight = float(self.sparse_weight)
+        self.state = TrainerState(meta["epoch"], meta["step"], meta["history"])
+
+    # -- log and plot ----------------------------------------------------------------------
+
+    def _log(self, record: dict) -> None:
+        with open(self.output / LOG_FILE, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"time": round(time.time(), 1), **record}) + "\n")
+
+    def plot(self, path: str | os.PathLike | None = None) -> Path:
+        return plot_history(self.state.history, path or self.output / PLOT_FILE)
+
+
+def plot_history(history: list[dict], path: str | os.PathLike, title: str = "BioSyn training") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["loss"] if h["loss"] is not None else math.nan for h in history], "o-", color="tab:red", label="loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss", color="tab:red")
+    ax.set_xticks(epochs)
+    dev = [h for h in history if h.get("dev")]
+    if dev:
+        ax2 = ax.twinx()
+        for key, style in (("acc@1", "s-"), ("acc@5", "^-")):
+            ax2.plot([h["epoch"] for h in dev], [h["dev"]["acc"][key] for h in dev], style, label=f"dev {key}")
+        ax2.set_ylabel("dev accuracy (%)")
+        ax2.legend(loc="lower right")
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _swap(new: Path, target: Path) -> None:
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
