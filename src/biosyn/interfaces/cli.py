@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
+from .server.cli import add_serve_parser, cmd_serve
 
 log = logging.getLogger("biosyn")
 
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     norm.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _model_options(norm)
     _data_options(norm)
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -232,7 +235,7 @@ def cmd_normalize(args) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "evaluate": cmd_evaluate, "index": cmd_index, "normalize": cmd_normalize}
+COMMANDS = {"data": cmd_data, "evaluate": cmd_evaluate, "index": cmd_index, "normalize": cmd_normalize, "serve": cmd_serve}
 
 
 if __name__ == "__main__":

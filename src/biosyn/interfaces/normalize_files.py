@@ -42,7 +42,8 @@ def top_ids(result) -> str:
     return "|".join(dict.fromkeys(c.concepts[0] if c.concepts else c.ids[0] for c in result.top)) or "-1"
 
 
-def print_results(results, *, as_json: bool = False, out=sys.stdout) -> None:
+def print_results(results, *, as_json: bool = False, out=None) -> None:
+    out = out or sys.stdout
     if as_json:
         for r in results:
             out.write(json.dumps(result_json(r), ensure_ascii=False) + "\n")

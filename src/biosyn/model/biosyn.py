@@ -53,6 +53,8 @@ class Normalization:
 
 
 class BioSyn:
+    """Not thread-safe: one call at a time (the server funnels requests through one worker)."""
+
     def __init__(
         self,
         encoder=None,
@@ -72,6 +74,7 @@ class BioSyn:
         self.scale = float(scale)
         self.preprocessor = preprocessor or Preprocessor()
         self.index: NameIndex | None = None
+        self.spec = "sparse" if encoder is None else getattr(encoder, "name_or_path", "")  # what the user named
         self._fingerprint: str | None = None
         self.embed_options = {"batch_size": 256, "bf16": False}
 
@@ -211,6 +214,10 @@ class BioSyn:
             raise ValueError(f"mode {mode!r} needs a dense encoder; this model is sparse only")
         if not texts:
             return []
+        # A text that preprocessing emptied ("!!!") has no candidates.
+        if not all(texts):
+            ranked = iter(self.rank([t for t in texts if t], k, mode=mode, approximate=approximate))
+            return [next(ranked) if t else [] for t in texts]
         index = self.index
         dense_q = self.embed(texts, queries=True) if mode != "sparse" else None
         sparse_q = index.sparse_encoder.transform(texts) if mode != "dense" else None

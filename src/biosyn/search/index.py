@@ -84,8 +84,9 @@ class NameIndex:
         return self.dense_matrix is not None
 
     def concept(self, concept_id: str) -> Concept | None:
-        main = self.manifest.get("aliases", {}).get(concept_id, concept_id)
-        return self.concepts.get(main)
+        if concept_id in self.concepts:
+            return self.concepts[concept_id]
+        return self.concepts.get(self.manifest.get("aliases", {}).get(concept_id))
 
     # -- building and persistence ----------------------------------------------------------
 

@@ -5,9 +5,9 @@ names and two names of each, encodes the 2×batch names, and applies the multi-s
 loss (Wang et al. 2019) on their cosine similarities with SapBERT's in-batch hard mining
 (MultiSimilarityMiner, epsilon 0.2): a negative pair counts only when it is more similar
 than the anchor's hardest positive minus epsilon, a positive pair only when it is less
-similar than the hardest negative plus epsilon. SapBERT's settings: alpha 2 (positive scale),
-beta 50 (negative scale), base 0.5 (SapBERT: MultiSimilarityLoss(alpha=1, beta=60, base=0.5)
-on UMLS with batch 512; both are options here). Steps are bounded (`steps`).
+similar than the hardest negative plus epsilon. Defaults are SapBERT's
+(MultiSimilarityLoss(alpha=1, beta=60, base=0.5), miner epsilon 0.2; SapBERT used UMLS pairs,
+batch 512); all are options here. Steps are bounded (`steps`).
 """
 
 from __future__ import annotations

@@ -215,7 +215,7 @@ class Trainer:
                     if n:
                         losses.append(loss)
                     rate = (b + 1) * cfg.batch_size / (time.perf_counter() - t1)
-                    bar.set_postfix(loss=f"{loss:.4f}", w=f"{float(self.sparse_weight):.3f}", q_s=f"{rate:.1f}")
+                    bar.set_postfix(loss=f"{loss:.4f}", w=f"{float(self.sparse_weight.detach()):.3f}", q_s=f"{rate:.1f}")
                     if cfg.log_every and (b + 1) % cfg.log_every == 0:
                         self._log({"event": "step", "epoch": epoch, "step": self.state.step, "loss": round(loss, 6),
                                    "sparse_weight": round(float(self.sparse_weight), 6),

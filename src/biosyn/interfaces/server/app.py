@@ -333,7 +333,7 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
         batcher = request.app.state.batcher
         manifest = {k: v for k, v in index.manifest.items() if k != "aliases"}
         return {
-            "model": getattr(model, "spec", None), "modes": list(modes), "default_mode": model.default_mode,
+            "model": model.spec, "modes": list(modes), "default_mode": model.default_mode,
             "similarity": model.similarity, "sparse_weight": model.sparse_weight,
             "index": {"names": len(index), "dense": index.has_dense, "path": str(index.path) if index.path else None,
                       "manifest": manifest},

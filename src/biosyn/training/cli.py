@@ -1,0 +1,204 @@
+"""`biosyn train`, `biosyn pretrain` and `biosyn reproduce`: parsers and commands for the main CLI.
+
+The main CLI adds these with `add_parsers(subparsers)` and dispatches `COMMANDS[args.command](args)`.
+`python -m biosyn.training.cli ...` runs them on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from ..data.locate import CORPORA
+
+BASE_HELP = "base encoder: 'minilm' (the packaged all-MiniLM-L6-v2), a biosyn model folder (e.g. `biosyn pretrain` output) or a transformers folder"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", default="ncbi-disease", choices=sorted(CORPORA))
+    p.add_argument("--vocabulary", help="vocabulary name or file (default: the corpus's)")
+    p.add_argument("--data-dir", help="data folder (default: $BIOSYN_DATA_DIR, else the `biosyn data fetch` cache)")
+    p.add_argument("--model", default="minilm", help=BASE_HELP)
+    p.add_argument("--pooling", choices=("cls", "mean"), help="default: mean for MiniLM, else the encoder's")
+    p.add_argument("--max-length", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-bf16", action="store_true", help="fp32 instead of bf16 autocast")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--similarity", choices=("dot", "cosine"), default="cosine",
+                   help="dense score: BioSyn's inner product, or cosine × --scale (default cosine)")
+    p.add_argument("--scale", type=float, default=20.0, help="cosine scale (default 20)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--sparse-lr", type=float, default=0.01)
+    p.add_argument("--sparse-weight-init", type=float, default=0.0)
+    p.add_argument("--topk", type=int, default=20)
+    p.add_argument("--dense-ratio", type=float, default=0.5)
+    p.add_argument("--slow", action="store_true", help="BioSyn's encoding (every sequence, padded to max length), for timing")
+    p.add_argument("--max-steps", type=int, help="steps per epoch (probes)")
+
+
+def _pretrain_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument(f"--{prefix}steps", type=int, default=300, help="pre-training steps (default 300)")
+    p.add_argument(f"--{prefix}batch-size", type=int, default=64, help="concepts per pre-training step (2 names each)")
+    p.add_argument(f"--{prefix}lr", type=float, default=2e-5)
+
+
+def add_parsers(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train a BioSyn model (synonym marginalisation) on a corpus",
+                                  description="Trains on the corpus's training queries against the vocabulary; saves "
+                                              "<output>/model after every epoch, a JSONL log and a PNG plot.")
+    train.add_argument("--splits", default="train", help="training splits, comma-separated (default train; train,dev for the final model)")
+    train.add_argument("--dev", choices=("auto", "yes", "no"), default="auto",
+                       help="evaluate on dev after each epoch (auto: when dev is not a training split)")
+    train.add_argument("--output", default="runs/ncbi-disease", help="output folder (model/, trainer_state/, log, plot)")
+    train.add_argument("--resume", action="store_true", help="continue from <output>/model and <output>/trainer_state")
+    _common(train)
+    _train_options(train)
+    pre = subparsers.add_parser("pretrain", help="SapBERT-style synonym pre-training on the vocabulary",
+                                description="Self-alignment on the vocabulary's synonym sets (multi-similarity loss, "
+                                            "in-batch hard mining); writes a model folder to use as `train --model`.")
+    pre.add_argument("--output", default="runs/pretrain/model")
+    _common(pre)
+    _pretrain_options(pre)
+    rep = subparsers.add_parser("reproduce", help="pretrain, train on train+dev, evaluate once on test",
+                                description="One command: synonym pre-training, BioSyn training on train+dev, one "
+                                            "evaluation on the test split; writes results.json and the plot.")
+    rep.add_argument("corpus_name", nargs="?", default="ncbi-disease", choices=sorted(CORPORA), metavar="CORPUS")
+    rep.add_argument("--output", help="output folder (default runs/<corpus>-reproduce)")
+    rep.add_argument("--no-pretrain", action="store_true", help="skip synonym pre-training")
+    rep.add_argument("--vocabulary", help="vocabulary name or file (default: the corpus's)")
+    rep.add_argument("--data-dir")
+    rep.add_argument("--model", default="minilm", help=BASE_HELP)
+    rep.add_argument("--pooling", choices=("cls", "mean"))
+    rep.add_argument("--max-length", type=int, default=25)
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--no-bf16", action="store_true")
+    rep.add_argument("--quiet", action="store_true")
+    _train_options(rep)
+    _pretrain_options(rep, "pretrain-")
+
+
+def load_base(spec: str, *, pooling: str | None, max_length: int, similarity: str | None = None, scale: float | None = None):
+    from ..interfaces.loading import MINILM, minilm_path
+    from ..model.biosyn import CONFIG_FILE, BioSyn
+
+    if spec == "minilm":
+        model = BioSyn.from_encoder(minilm_path(), pooling=pooling or MINILM["pooling"], max_length=max_length,
+                                    similarity=MINILM["similarity"], scale=MINILM["scale"])
+        model.base_model = "sentence-transformers/all-MiniLM-L6-v2"
+    elif (Path(spec) / CONFIG_FILE).exists():
+        model = BioSyn.from_pretrained(spec)
+        cfg = json.loads((Path(spec) / CONFIG_FILE).read_text())
+        model.base_model = cfg.get("base_model", spec)
+        if pooling:
+            model.encoder.pooling = pooling
+    else:
+        model = BioSyn.from_encoder(spec, pooling=pooling, max_length=max_length)
+        model.base_model = spec
+    model.encoder.max_length = max_length
+    if similarity:
+        model.similarity = similarity
+    if scale is not None:
+        model.scale = float(scale)
+    return model
+
+
+def _train_config(args, epochs: int | None = None):
+    from .trainer import TrainConfig
+
+    return TrainConfig(epochs=epochs or args.epochs, batch_size=args.batch_size, lr=args.lr, sparse_lr=args.sparse_lr,
+                       sparse_weight_init=args.sparse_weight_init, topk=args.topk, dense_ratio=args.dense_ratio,
+                       max_length=args.max_length, seed=args.seed, bf16=not args.no_bf16, fast=not args.slow,
+                       max_steps=args.max_steps)
+
+
+def _command_line() -> str:
+    return "biosyn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def cmd_train(args) -> int:
+    from ..evaluation.protocol import load_benchmark
+    from ..model.biosyn import BioSyn
+    from .queries import corpus_training_queries
+    from .trainer import MODEL_DIR, Trainer
+
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    output = Path(args.output)
+    selection, vocab, dictionary, preprocessor = corpus_training_queries(args.corpus, splits, data_dir=args.data_dir,
+                                                                         vocabulary=args.vocabulary)
+    print(f"training queries: {json.dumps(selection.counts)}")
+    dev = None
+    if args.dev == "yes" or (args.dev == "auto" and "dev" not in splits):
+        dev = load_benchmark(args.corpus, "dev", data_dir=args.data_dir, vocabulary=args.vocabulary, preprocessor=preprocessor)
+    if args.resume:
+        if not (output / MODEL_DIR / "biosyn.json").exists():
+            raise FileNotFoundError(f"{output / MODEL_DIR}: nothing to resume")
+        model = BioSyn.from_pretrained(output / MODEL_DIR)
+        model.base_model = json.loads((output / MODEL_DIR / "biosyn.json").read_text()).get("base_model", args.model)
+    else:
+        model = load_base(args.model, pooling=args.pooling, max_length=args.max_length, similarity=args.similarity, scale=args.scale)
+    card = {"base_model": model.base_model, "corpus": args.corpus, "splits": splits, "similarity": f"{model.similarity} (scale {model.scale})",
+            "command": _command_line()}
+    trainer = Trainer(model, selection.queries, dictionary, vocab, _train_config(args), output, dev=dev,
+                      progress=not args.quiet, card=card)
+    if args.resume:
+        trainer.load_state()
+        print(f"resuming after epoch {trainer.state.epoch}")
+    state = trainer.train(card["command"])
+    print(f"model: {output / MODEL_DIR}  (epochs {state.epoch}, log {output / 'train_log.jsonl'}, plot {output / 'training.png'})")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from ..evaluation.protocol import corpus_preprocessor
+    from ..data.locate import corpus as corpus_files
+    from ..data.vocabularies import load_vocabulary
+    from .pretrain import PretrainConfig, pretrain
+
+    vocab = load_vocabulary(args.vocabulary or corpus_files(args.corpus).vocabulary, data_dir=args.data_dir)
+    model = load_base(args.model, pooling=args.pooling, max_length=args.max_length)
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
+                            bf16=not args.no_bf16, seed=args.seed)
+    summary = pretrain(model, vocab, config, preprocessor=corpus_preprocessor(args.corpus, args.data_dir),
+                       output_dir=args.output, progress=not args.quiet)
+    print(json.dumps(summary))
+    print(f"model: {args.output}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    args.corpus = args.corpus_name
+    result = reproduce(args, command=_command_line())
+    print(json.dumps({k: result[k] for k in ("test", "seconds")}, indent=2))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "pretrain": cmd_pretrain, "reproduce": cmd_reproduce}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="biosyn")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except (FileNotFoundError, ValueError, PermissionError) as error:
+        print(f"biosyn: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Training layer: loss, labels, candidates, a short run on a tiny random BERT, resume."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from biosyn.data.records import Query
+from biosyn.encoders.dense import DenseEncoder
+from biosyn.model.biosyn import BioSyn
+from biosyn.preprocess.pipeline import Preprocessor, build_dictionary
+from biosyn.training.candidates import CandidateRetriever, candidate_labels, merge_candidates
+from biosyn.training.loss import marginal_nll
+from biosyn.training.pretrain import PretrainConfig, multi_similarity_loss, pretrain, synonym_sets
+from biosyn.training.queries import TrainingQuery, select_queries
+from biosyn.training.trainer import TrainConfig, Trainer
+
+from tiny import tiny_bert, tiny_vocabulary
+
+
+# -- loss ------------------------------------------------------------------------------------
+
+def test_marginal_nll_known_values():
+    scores = torch.tensor([[0.0, 0.0, 0.0, 0.0], [math.log(3.0), 0.0, 0.0, 0.0]])
+    labels = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    loss, n = marginal_nll(scores, labels)
+    # query 0: p(pos) = 2/4; query 1: p(pos) = 3/6
+    assert n == 2
+    assert loss.item() == pytest.approx(-math.log(0.5), abs=1e-6)
+    scores = torch.tensor([[1.0, 2.0, 3.0]])
+    loss, _ = marginal_nll(scores, torch.tensor([[0.0, 1.0, 1.0]]))
+    expected = -math.log((math.e**2 + math.e**3) / (math.e + math.e**2 + math.e**3))
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_marginal_nll_skips_queries_without_positive():
+    scores = torch.tensor([[0.0, 0.0], [5.0, -5.0]], requires_grad=True)
+    loss, n = marginal_nll(scores, torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    assert n == 1 and loss.item() == pytest.approx(math.log(2.0), abs=1e-6)
+    loss.backward()
+    assert torch.all(scores.grad[1] == 0)
+    loss, n = marginal_nll(scores, torch.zeros(2, 2))
+    assert n == 0 and loss.item() == 0.0
+
+
+# -- labels and candidates ---------------------------------------------------------------------
+
+def test_labels_use_id_set_membership():
+    dictionary_ids = [("D001", "123"), ("D0012",), ("D002",), ("D001|123",)]
+    cand = np.array([[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]])
+    labels = candidate_labels([("D001",), ("D001", "123"), ("D00",)], cand, dictionary_ids)
+    assert labels.tolist() == [[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+
+
+def test_merge_candidates_counts_no_duplicates_and_split():
+    sparse = np.array([[0, 1, 2, 3, 4, 5, 6, 7]])
+    dense = np.array([[1, 9, 0, 8, 10, 11, 12, 13]])
+    out = merge_candidates(sparse, dense, topk=6, n_sparse=3)
+    assert out.tolist() == [[0, 1, 2, 9, 8, 10]]
+    # dense list exhausted by duplicates: sparse fills in
+    out = merge_candidates(sparse, np.array([[0, 1, 2, 3, 4, 5, 6, 7]]), topk=6, n_sparse=3)
+    assert out.tolist() == [[0, 1, 2, 3, 4, 5]]
+
+
+def _setup(tmp_path, seed=0):
+    bert, tok = tiny_bert(tmp_path / "bert", seed=seed)
+    vocab = tiny_vocabulary()
+    model = BioSyn(DenseEncoder(bert, tok, pooling="cls", max_length=25), similarity="cosine", scale=5.0)
+    pre = Preprocessor()
+    dictionary = build_dictionary(vocab, pre)
+    mentions = [Query("breast cancer", ("breast cancer",), ("D001943",)), Query("ovarian tumor", ("ovarian tumor",), ("D010051",)),
+                Query("wilson's disease", ("wilson s disease",), ("D006527",)), Query("lynch", ("lynch",), ("D003123",)),
+                Query("tumour", ("tumour",), ("D009369",)), Query("breast cancer", ("breast cancer",), ("D001943",)),
+                Query("a and b", ("a", "b"), ("D009369", "D001943")), Query("x", ("x",), ("D999999",)),
+                Query("hereditary nonpolyposis", ("hereditary nonpolyposis",), ("D003123",))]
+    return model, vocab, dictionary, mentions
+
+
+def test_query_filters(tmp_path):
+    _, vocab, _, mentions = _setup(tmp_path)
+    sel = select_queries(mentions, vocab)
+    assert sel.counts == {"mentions": 9, "no_gold": 0, "composite": 1, "duplicate": 1, "unknown_ids": 1, "kept": 6}
+    assert TrainingQuery("breast cancer", ("D001943",)) in sel.queries
+
+
+def test_retriever_sparse_dense_split(tmp_path):
+    model, vocab, dictionary, mentions = _setup(tmp_path)
+    model.fit_sparse(vocab)
+    queries = select_queries(mentions, vocab).queries
+    sp = model.sparse_encoder
+    r = CandidateRetriever(sp.transform([q.text for q in queries]), sp.transform(dictionary.names), topk=6, dense_ratio=0.5)
+    dq = model.embed([q.text for q in queries], queries=True)
+    dd = model.embed(dictionary.names)
+    idx, scores = r.candidates(dq, dd)
+    assert idx.shape == (len(queries), 6) == scores.shape
+    for row, srow in zip(idx, r.sparse_idx):
+        assert len(set(row)) == 6
+        assert row[:3].tolist() == srow[:3].tolist()  # sparse half first, computed once
+    dense_only = CandidateRetriever(r.query_csr, r.dictionary_csr, topk=6, dense_ratio=1.0)
+    assert dense_only.n_sparse == 0 and dense_only.n_dense == 6
+
+
+# -- training ---------------------------------------------------------------------------------
+
+def _trainer(tmp_path, out, epochs, **kw):
+    model, vocab, dictionary, mentions = _setup(tmp_path)
+    config = TrainConfig(epochs=epochs, batch_size=3, lr=1e-3, topk=6, seed=1, bf16=False, log_every=1, **kw)
+    return Trainer(model, select_queries(mentions, vocab).queries, dictionary, vocab, config, out, progress=False)
+
+
+def test_two_steps_lower_the_loss(tmp_path):
+    trainer = _trainer(tmp_path, tmp_path / "run", 1)
+    cand, sparse, labels = trainer.retrieve()
+    assert labels.sum(1).min() >= 0 and labels.sum() > 0
+    batch = np.arange(len(trainer.queries))
+    trainer.model.encoder.model.eval()  # no dropout: the comparison is exact
+
+    def loss_now():
+        with torch.no_grad():
+            s = trainer.batch_scores([trainer.queries[i].text for i in batch],
+                                     [[trainer.names[j] for j in cand[i]] for i in batch], torch.from_numpy(sparse))
+            return marginal_nll(s, torch.from_numpy(labels))[0].item()
+
+    before = loss_now()
+    for _ in range(2):
+        trainer.step(batch, cand, sparse, labels)
+    assert loss_now() < before
+
+
+def test_fast_and_slow_encoding_give_the_same_scores(tmp_path):
+    fast = _trainer(tmp_path, tmp_path / "a", 1)
+    cand, sparse, _ = fast.retrieve()
+    texts = [q.text for q in fast.queries]
+    names = [[fast.names[j] for j in row] for row in cand]
+    with torch.no_grad():
+        a = fast.batch_scores(texts, names, torch.from_numpy(sparse))
+        fast.config.fast = False
+        b = fast.batch_scores(texts, names, torch.from_numpy(sparse))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_train_saves_logs_plots_and_resume_matches(tmp_path):
+    full = _trainer(tmp_path, tmp_path / "full", 2)
+    full.train("biosyn train --test")
+    out = tmp_path / "full"
+    assert (out / "model" / "biosyn.json").exists() and (out / "model" / "README.md").exists()
+    assert (out / "training.png").stat().st_size > 0
+    events = [json.loads(line)["event"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert events.count("epoch") == 2 and "step" in events
+    card = (out / "model" / "README.md").read_text()
+    assert card.startswith("---\n") and "base_model:" in card and "CTD" in card
+
+    # interrupted after epoch 1, then resumed from disk
+    part = _trainer(tmp_path, tmp_path / "part", 1)
+    part.train()
+    resumed_model = BioSyn.from_pretrained(tmp_path / "part" / "model")
+    _, vocab, dictionary, mentions = _setup(tmp_path)
+    config = TrainConfig(epochs=2, batch_size=3, lr=1e-3, topk=6, seed=1, bf16=False, log_every=1)
+    resumed = Trainer(resumed_model, select_queries(mentions, vocab).queries, dictionary, vocab, config, tmp_path / "part",
+                      progress=False)
+    resumed.load_state()
+    assert resumed.state.epoch == 1
+    resumed.train()
+    a = full.model.encoder.model.state_dict()
+    b = resumed.model.encoder.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert full.model.sparse_weight == resumed.model.sparse_weight
+    assert full.state.history[-1]["loss"] == resumed.state.history[-1]["loss"]
+    sa, sb = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[p]["exp_avg"], sb[p]["exp_avg"]) for p in sa)
+
+
+def test_resume_refuses_foreign_state(tmp_path):
+    part = _trainer(tmp_path, tmp_path / "part", 1)
+    part.train()
+    other = _trainer(tmp_path / "other", tmp_path / "part", 2)
+    other.model.encoder.model.embeddings.word_embeddings.weight.data += 1
+    other.model._fingerprint = None
+    with pytest.raises(ValueError):
+        other.load_state()
+
+
+# -- pre-training -----------------------------------------------------------------------------
+
+def test_multi_similarity_loss():
+    labels = torch.tensor([0, 0, 1, 1])
+    aligned = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    mixed = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    assert multi_similarity_loss(aligned, labels).item() < multi_similarity_loss(mixed, labels).item()
+
+
+def test_pretrain_runs_and_saves(tmp_path):
+    model, vocab, _, _ = _setup(tmp_path)
+    assert len(synonym_sets(vocab)) == 5
+    summary = pretrain(model, vocab, PretrainConfig(steps=3, batch_size=4, lr=1e-3, bf16=False), output_dir=tmp_path / "pre",
+                       progress=False)
+    assert summary["synonym_sets"] == 5
+    assert BioSyn.from_pretrained(tmp_path / "pre").similarity == "cosine"
