@@ -118,6 +118,9 @@ class NameIndex:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would otherwise stick to the index
         try:
             with open(tmp / "dictionary.jsonl", "w", encoding="utf-8") as out:
                 for name, cids in zip(self.names, self.ids):
