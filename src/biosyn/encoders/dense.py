@@ -56,7 +56,8 @@ class DenseEncoder:
         device: str | torch.device | None = None,
         **hub_kwargs,
     ) -> DenseEncoder:
-        """Load a local folder or hub id; unset options come from its ``biosyn_encoder.json``."""
+        """Load a local folder or hub id (onto the GPU when there is one, unless ``device`` says otherwise);
+        unset options come from its ``biosyn_encoder.json``."""
         name_or_path = str(name_or_path)
         hub = {k: v for k, v in hub_kwargs.items() if k in _HUB_KEYS}
         saved = _read_json(name_or_path, CONFIG_FILE, hub) or {}
@@ -69,8 +70,7 @@ class DenseEncoder:
         # through embed(bf16=True) instead.
         model = AutoModel.from_pretrained(name_or_path, **{"dtype": torch.float32, **hub_kwargs})
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub)
-        if device is not None:
-            model.to(device)
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         return cls(model, tokenizer, pooling=pooling, max_length=max_length)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:

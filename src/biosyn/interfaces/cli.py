@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
+from ..training import cli as training_cli
 from .server.cli import add_serve_parser, cmd_serve
 
 log = logging.getLogger("biosyn")
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(norm)
 
     add_serve_parser(sub)
+    training_cli.add_parsers(sub)
     return parser
 
 
@@ -235,7 +237,8 @@ def cmd_normalize(args) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "evaluate": cmd_evaluate, "index": cmd_index, "normalize": cmd_normalize, "serve": cmd_serve}
+COMMANDS = {"data": cmd_data, "evaluate": cmd_evaluate, "index": cmd_index, "normalize": cmd_normalize, "serve": cmd_serve,
+            **training_cli.COMMANDS}
 
 
 if __name__ == "__main__":
