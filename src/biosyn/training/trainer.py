@@ -66,6 +66,7 @@ class TrainConfig:
     bf16: bool = True
     fast: bool = True  # False: BioSyn's way (every sequence encoded, padded to max_length)
     embed_batch_size: int = 256
+    bucket_size: int = 64  # names per length bucket within a step
     eval_bf16: bool | None = None  # None: as bf16 (then the dev dictionary embedding is reused for retrieval)
     log_every: int = 10
     max_steps: int | None = None  # per epoch, for probes and tests
@@ -140,7 +141,16 @@ class Trainer:
     def _encode(self, texts: list[str]) -> torch.Tensor:
         enc = self.model.encoder
         if self.config.fast:
-            return enc.encode(texts)
+            # Length buckets: sorted by token count, each chunk padded to its own longest name.
+            tok = enc.tokenizer(texts, truncation=True, max_length=enc.max_length)
+            order = np.argsort([len(x) for x in tok["input_ids"]], kind="stable")
+            parts = []
+            for start in range(0, len(texts), self.config.bucket_size):
+                idx = order[start:start + self.config.bucket_size]
+                batch = enc.tokenizer.pad({k: [v[i] for i in idx] for k, v in tok.items()}, return_tensors="pt").to(enc.device)
+                parts.append(enc.pool(enc.model(**batch).last_hidden_state, batch["attention_mask"]))
+            pooled = torch.cat(parts)
+            return pooled[torch.from_numpy(np.argsort(order, kind="stable"))]
         batch = enc.tokenizer(texts, padding="max_length", truncation=True, max_length=enc.max_length,
                               return_tensors="pt").to(enc.device)
         return enc.pool(enc.model(**batch).last_hidden_state, batch["attention_mask"])
@@ -218,7 +228,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}", w=f"{float(self.sparse_weight.detach()):.3f}", q_s=f"{rate:.1f}")
                     if cfg.log_every and (b + 1) % cfg.log_every == 0:
                         self._log({"event": "step", "epoch": epoch, "step": self.state.step, "loss": round(loss, 6),
-                                   "sparse_weight": round(float(self.sparse_weight), 6),
+                                   "sparse_weight": round(float(self.sparse_weight.detach()), 6),
                                    "seconds": round(time.perf_counter() - t1, 2)})
             t_train = time.perf_counter() - t1
             self.model.encoder.model.eval()

