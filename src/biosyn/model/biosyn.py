@@ -214,10 +214,11 @@ class BioSyn:
             raise ValueError(f"mode {mode!r} needs a dense encoder; this model is sparse only")
         if not texts:
             return []
-        # A text that preprocessing emptied ("!!!") has no candidates.
-        if not all(texts):
-            ranked = iter(self.rank([t for t in texts if t], k, mode=mode, approximate=approximate))
-            return [next(ranked) if t else [] for t in texts]
+        # Each distinct text is embedded and searched once; one that preprocessing emptied ("!!!") has no candidates.
+        distinct = list(dict.fromkeys(texts))
+        if len(distinct) < len(texts) or not all(distinct):
+            ranked = dict(zip((t for t in distinct if t), self.rank([t for t in distinct if t], k, mode=mode, approximate=approximate)))
+            return [list(ranked[t]) if t else [] for t in texts]
         index = self.index
         dense_q = self.embed(texts, queries=True) if mode != "sparse" else None
         sparse_q = index.sparse_encoder.transform(texts) if mode != "dense" else None

@@ -63,9 +63,9 @@ def render_model_card(info: dict) -> str:
     cfg = training.get("config") or {}
     if cfg:
         lines.append("- **Training:** synonym marginalisation over top-{topk} candidates ({d} dense, iterative retrieval), "
-                     "{epochs} epochs, batch {batch_size}, lr {lr}, AdamW weight decay {weight_decay}, sparse weight init "
+                     "{epochs} epochs planned ({done} done), batch {batch_size}, lr {lr}, AdamW weight decay {weight_decay}, sparse weight init "
                      "{sparse_weight_init} / lr {sparse_lr}, max length {max_length}, seed {seed}, bf16 autocast {bf16}"
-                     .format(d=int(cfg["topk"] * cfg["dense_ratio"]), **cfg))
+                     .format(d=int(cfg["topk"] * cfg["dense_ratio"]), done=training.get("epochs_done", "?"), **cfg))
     if pretraining:
         lines.append(f"- **Synonym pre-training (SapBERT-style):** {json.dumps(pretraining.get('config', pretraining))}")
     if info.get("similarity"):

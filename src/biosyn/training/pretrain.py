@@ -124,6 +124,7 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
 
         if model.sparse_encoder is None:
             model.fit_sparse(vocabulary)
-        model.save_pretrained(output_dir, extra={"pretraining": summary})
-        write_model_card(Path(output_dir), {"pretraining": summary, "stage": "pretrain"})
+        base = getattr(model, "base_model", None)
+        model.save_pretrained(output_dir, extra={"pretraining": summary, "base_model": base})
+        write_model_card(Path(output_dir), {"pretraining": summary, "stage": "synonym pre-training only (no BioSyn fine-tuning)", **({"base_model": base} if base else {})})
     return summary

@@ -291,7 +291,7 @@ class Trainer:
         model_tmp = _fresh(self.output / (MODEL_DIR + ".tmp"))
         training = {"config": asdict(self.config), "epochs_done": self.state.epoch, "history": self.state.history,
                     "command": command, "queries": len(self.queries)}
-        self.model.save_pretrained(model_tmp, extra={"training": training})
+        self.model.save_pretrained(model_tmp, extra={"training": training, "base_model": getattr(self.model, "base_model", self.card.get("base_model"))})
         write_model_card(model_tmp, {**self.card, "training": training, "command": command or self.card.get("command")})
         _swap(model_tmp, self.output / MODEL_DIR)
         return self.output / MODEL_DIR
