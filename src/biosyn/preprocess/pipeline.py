@@ -64,10 +64,11 @@ class Preprocessor:
 
 def build_dictionary(vocabulary: Vocabulary, preprocessor: Preprocessor | None = None, extra: Iterable[Query] = ()) -> Dictionary:
     """Every name of the vocabulary with its concept's main and alternative IDs, plus the
-    parts of `extra` queries (training mentions) with their gold IDs.
+    preprocessed `extra` queries (training mentions) with their gold IDs.
 
-    BioSyn adds a split composite as one joined string; here each part goes in with the gold
-    ID at its position, so it can match a test part.
+    A split composite goes in as BioSyn adds it: its parts joined into one name carrying all
+    its IDs. Pairing parts with IDs by position would be wrong: the corpus does not list a
+    composite's IDs in mention order ("breast or ovarian cancer" is D010051|D001943 once).
     """
     preprocessor = preprocessor or Preprocessor()
     dictionary = Dictionary()
@@ -75,13 +76,7 @@ def build_dictionary(vocabulary: Vocabulary, preprocessor: Preprocessor | None =
         for name in concept.names:
             dictionary.add(preprocessor.name(name), concept.ids)
     for q in extra:
-        concepts = [g for g in q.gold if not g.isdigit()] if count_concepts(q.gold) < len(q.gold) else list(q.gold)
-        if len(q.parts) > 1 and len(q.parts) == len(concepts):
-            for part, gold in zip(q.parts, concepts):
-                dictionary.add(part, (gold,))
-        else:
-            for part in q.parts:
-                dictionary.add(part, q.gold)
+        dictionary.add(" ".join(q.parts), q.gold)
     return dictionary
 
 
