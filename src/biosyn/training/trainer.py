@@ -306,7 +306,7 @@ class Trainer:
         extra = load_optimizer(self.optimizer, directory)
         with torch.no_grad():
             self.sparse_weight.copy_(extra["sparse_weight"])
-        self.model.sparse_weight = float(self.sparse_weight)
+        self.model.sparse_weight = float(self.sparse_weight.detach())
         self.state = TrainerState(meta["epoch"], meta["step"], meta["history"])
 
     # -- log and plot ----------------------------------------------------------------------
