@@ -1,7 +1,7 @@
 """Speed of the model and index on this machine, against the reference code's way of working.
 
     .venv/bin/python benchmarks/speed.py                  # packaged MiniLM + a bert-base-sized random encoder
-    .venv/bin/python benchmarks/speed.py --skip-base      # MiniLM only
+    .venv/bin/python benchmarks/speed.py --encoders minilm   # MiniLM only
 
 Prints, per encoder: dictionary-embedding rate (names/s) with biosyn's batching (length-sorted,
 dynamic padding, bf16 autocast) and with the reference code's (every batch padded to 25 tokens,
@@ -113,7 +113,7 @@ def measure(name: str, model: BioSyn, benchmark, args, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample", type=int, default=3000, help="names for the embedding-rate comparison")
-    parser.add_argument("--skip-base", action="store_true", help="skip the bert-base-sized random encoder")
+    parser.add_argument("--encoders", default="minilm,bert-base", help="which encoders to measure (comma-separated)")
     parser.add_argument("--full", action="store_true", help="also build the full index with bert-base (slow)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
@@ -123,10 +123,12 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     benchmark = load_benchmark("ncbi-disease", "test")
     with tempfile.TemporaryDirectory() as tmp:
-        minilm = BioSyn.from_encoder(minilm_path(), pooling=MINILM["pooling"], similarity=MINILM["similarity"],
-                                     scale=MINILM["scale"], sparse_weight=MINILM["sparse_weight"])
-        measure("minilm", minilm, benchmark, args, Path(tmp))
-        if not args.skip_base:
+        encoders = args.encoders.split(",")
+        if "minilm" in encoders:
+            minilm = BioSyn.from_encoder(minilm_path(), pooling=MINILM["pooling"], similarity=MINILM["similarity"],
+                                         scale=MINILM["scale"], sparse_weight=MINILM["sparse_weight"])
+            measure("minilm", minilm, benchmark, args, Path(tmp))
+        if "bert-base" in encoders:
             measure("bert-base-random", bert_base_random(), benchmark, args, Path(tmp))
 
 
