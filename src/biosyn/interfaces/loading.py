@@ -16,7 +16,7 @@ from ..data.locate import ENV_CACHE
 from ..data.records import Dictionary, Vocabulary
 from ..model.biosyn import BioSyn, vocabulary_fingerprint
 from ..model.presets import MINILM, minilm_path
-from ..search.index import IndexMismatchError, NameIndex, fingerprint_dictionary
+from ..search.index import IndexMismatchError, NameIndex, fingerprint_dictionary, sparse_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +65,14 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
         return index
     if model.sparse_encoder is None:
         model.fit_sparse(vocabulary)
-    key = hashlib.sha256(f"{model.fingerprint}|bf16={model.embed_options['bf16']}|"
-                         f"{model.sparse_encoder and len(model.sparse_encoder.vocabulary)}|"
+    key = hashlib.sha256(f"{model.fingerprint}|bf16={model.embed_options['bf16']}|{sparse_fingerprint(model.sparse_encoder)}|"
                          f"{vocabulary_fingerprint(vocabulary)}|{dict_fp}".encode()).hexdigest()[:20]
     path = cache_dir() / key
     if cache and (path / "manifest.json").exists():
         try:
             index = NameIndex.load(path)
-            model.use_index(index)
             index.check_model(model.fingerprint if index.has_dense else None, model.sparse_encoder)
+            model.use_index(index)
             return index
         except (IndexMismatchError, OSError, ValueError) as error:
             log.warning("rebuilding cached index %s: %s", path, error)
