@@ -46,8 +46,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="steps per epoch (probes)")
 
 
-def _pretrain_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    p.add_argument(f"--{prefix}steps", type=int, default=300, help="pre-training steps (default 300)")
+def _pretrain_options(p: argparse.ArgumentParser, prefix: str = "", steps: int = 150) -> None:
+    p.add_argument(f"--{prefix}steps", type=int, default=steps, help=f"pre-training steps (default {steps})")
     p.add_argument(f"--{prefix}batch-size", type=int, default=64, help="concepts per pre-training step (2 names each)")
     p.add_argument(f"--{prefix}lr", type=float, default=2e-5)
 
@@ -88,7 +88,7 @@ def add_parsers(subparsers) -> None:
 
 
 def load_base(spec: str, *, pooling: str | None, max_length: int, similarity: str | None = None, scale: float | None = None):
-    from ..interfaces.loading import MINILM, minilm_path
+    from ..model.presets import MINILM, minilm_path
     from ..model.biosyn import CONFIG_FILE, BioSyn
 
     if spec == "minilm":

@@ -29,7 +29,7 @@ from ..preprocess.pipeline import Preprocessor
 
 @dataclass
 class PretrainConfig:
-    steps: int = 300
+    steps: int = 150
     batch_size: int = 64  # concepts per step (2 names each)
     lr: float = 2e-5
     weight_decay: float = 0.01
