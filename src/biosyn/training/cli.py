@@ -73,7 +73,7 @@ def add_parsers(subparsers) -> None:
                                 description="One command: synonym pre-training, BioSyn training on train+dev, one "
                                             "evaluation on the test split; writes results.json and the plot.")
     rep.add_argument("corpus_name", nargs="?", default="ncbi-disease", choices=sorted(CORPORA), metavar="CORPUS")
-    rep.add_argument("--output", help="output folder (default runs/<corpus>-reproduce)")
+    rep.add_argument("--output", help="output folder (default runs/<corpus>, where `make run` and `--model` default look for a trained model)")
     rep.add_argument("--no-pretrain", action="store_true", help="skip synonym pre-training")
     rep.add_argument("--vocabulary", help="vocabulary name or file (default: the corpus's)")
     rep.add_argument("--data-dir")

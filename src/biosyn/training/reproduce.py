@@ -26,7 +26,7 @@ def reproduce(args, command: str) -> dict:
     from .queries import corpus_training_queries
     from .trainer import MODEL_DIR, Trainer, plot_history
 
-    output = Path(args.output or f"runs/{args.corpus}-reproduce")
+    output = Path(args.output or f"runs/{args.corpus}")
     output.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
