@@ -11,7 +11,6 @@ import json
 import logging
 import shlex
 import sys
-import time
 from pathlib import Path
 
 from ..data.locate import CORPORA

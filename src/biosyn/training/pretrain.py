@@ -12,6 +12,8 @@ batch 512); all are options here. Steps are bounded (`steps`).
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import time
@@ -91,8 +93,8 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
     encoder.model.train()
     losses = []
     started = time.perf_counter()
-    log = open(log_path, "a", encoding="utf-8") if log_path else None
-    with tqdm(range(config.steps), desc="pretrain", unit="step", disable=not progress) as bar:
+    log_file = open(log_path, "a", encoding="utf-8") if log_path else contextlib.nullcontext()
+    with log_file as log, tqdm(range(config.steps), desc="pretrain", unit="step", disable=not progress) as bar:
         for step in bar:
             chosen = rng.choice(len(sets), size=batch, replace=False)
             texts, labels = [], []
@@ -113,8 +115,6 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
                 log.write(json.dumps({"event": "pretrain_step", "step": step + 1, "loss": round(float(np.mean(losses[-10:])), 6),
                                       "seconds": round(time.perf_counter() - started, 1)}) + "\n")
                 log.flush()
-    if log:
-        log.close()
     encoder.model.eval()
     model._fingerprint = None
     summary = {"config": asdict(config), "synonym_sets": len(sets), "first_loss": round(float(np.mean(losses[:20])), 4),
