@@ -57,7 +57,8 @@ def reproduce(args, command: str) -> dict:
     seconds["test"] = round(time.perf_counter() - t, 1)
     seconds["total"] = round(time.perf_counter() - started, 1)
     card["results"] = {"test": test}
-    card["training"] = {"config": asdict(trainer.config), "history": state.history, "queries": len(selection.queries)}
+    card["training"] = {"config": asdict(trainer.config), "epochs_done": state.epoch, "history": state.history,
+                        "queries": len(selection.queries)}
     write_model_card(output / MODEL_DIR, card)
     result = {
         "corpus": args.corpus, "command": command, "test": test, "benchmark": benchmark.describe(),
