@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,3 +25,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Puts folder `new` at `target`, replacing an old one, which is removed only afterwards."""
+    new, target = Path(new), Path(target)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old.{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)

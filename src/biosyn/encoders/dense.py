@@ -100,12 +100,25 @@ class DenseEncoder:
         mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
         return (last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
-    def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """Pooled embeddings [n, hidden] with gradients, for training (caller sets train/eval mode)."""
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self.device)
-        return self.pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
+    def encode(self, texts: Sequence[str], *, bucket_size: int | None = None) -> torch.Tensor:
+        """Pooled embeddings [n, hidden] with gradients, for training (caller sets train/eval mode).
+
+        With `bucket_size`, texts are sorted by token count and run in chunks of that many, each
+        padded to its own longest text: far less padding, the same vectors, original order.
+        """
+        texts = list(texts)
+        if bucket_size is None:
+            batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt").to(self.device)
+            return self.pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
+        tokens = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        order = np.argsort([len(ids) for ids in tokens["input_ids"]], kind="stable")
+        pooled = []
+        for start in range(0, len(texts), bucket_size):
+            idx = order[start:start + bucket_size]
+            batch = self.tokenizer.pad({k: [v[i] for i in idx] for k, v in tokens.items()}, return_tensors="pt").to(self.device)
+            pooled.append(self.pool(self.model(**batch).last_hidden_state, batch["attention_mask"]))
+        return torch.cat(pooled)[torch.from_numpy(np.argsort(order, kind="stable"))]
 
     @torch.inference_mode()
     def embed(

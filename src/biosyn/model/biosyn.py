@@ -162,11 +162,15 @@ class BioSyn:
 
     def embed(self, texts: Sequence[str], *, queries: bool = False, progress: bool = False) -> np.ndarray:
         """Dense vectors as the similarity wants them: raw, or unit length (queries × scale)."""
-        vectors = self.encoder.embed(list(texts), progress=progress, **self.embed_options)
+        return self.similarity_vectors(self.encoder.embed(list(texts), progress=progress, **self.embed_options), queries=queries)
+
+    def similarity_vectors(self, vectors: np.ndarray, *, queries: bool = False) -> np.ndarray:
+        """Pooled vectors as the similarity wants them (float32): raw, or unit length (queries × scale)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
         if self.similarity == "cosine":
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
             if queries:
-                vectors *= self.scale
+                vectors = vectors * np.float32(self.scale)
         return vectors
 
     def fit_sparse(self, vocabulary: Vocabulary) -> SparseEncoder:

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..data.atomic import atomic_write
+from ..data.atomic import atomic_write, replace_dir
 from ..data.records import Concept, Dictionary
 from ..encoders.sparse import SparseEncoder
 from .exact import batched_topk, as_csr32, sparse_scores
@@ -141,7 +141,7 @@ class NameIndex:
             # The manifest goes last: a folder without it is never taken for an index.
             with atomic_write(tmp / MANIFEST) as out:
                 json.dump(self.manifest, out, indent=1)
-            _replace_dir(tmp, path)
+            replace_dir(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -319,14 +319,3 @@ def sparse_fingerprint(encoder: SparseEncoder) -> str:
     digest = hashlib.sha256(json.dumps([encoder.ngram_range, sorted(encoder.vocabulary.items())]).encode())
     digest.update(np.asarray(encoder.idf, dtype=np.float64).tobytes())
     return digest.hexdigest()[:16]
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Puts folder `new` at `target`, replacing an old one; the old one is removed only after."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old.{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.atomic import replace_dir
 from ..data.records import Dictionary, Vocabulary
 from ..model.biosyn import BioSyn
 from .candidates import CandidateRetriever, candidate_labels
@@ -128,29 +129,13 @@ class Trainer:
             self._cache = (self.state.step, rows, matrix)
         return matrix[[rows[t] for t in texts]]
 
-    def _similarity_vectors(self, texts: Sequence[str], queries: bool) -> np.ndarray:
-        v = self._raw_vectors(texts)
-        if self.model.similarity == "cosine":
-            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-            if queries:
-                v = v * self.model.scale
-        return v.astype(np.float32)
-
     # -- one step --------------------------------------------------------------------------
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         enc = self.model.encoder
         if self.config.fast:
-            # Length buckets: sorted by token count, each chunk padded to its own longest name.
-            tok = enc.tokenizer(texts, truncation=True, max_length=enc.max_length)
-            order = np.argsort([len(x) for x in tok["input_ids"]], kind="stable")
-            parts = []
-            for start in range(0, len(texts), self.config.bucket_size):
-                idx = order[start:start + self.config.bucket_size]
-                batch = enc.tokenizer.pad({k: [v[i] for i in idx] for k, v in tok.items()}, return_tensors="pt").to(enc.device)
-                parts.append(enc.pool(enc.model(**batch).last_hidden_state, batch["attention_mask"]))
-            pooled = torch.cat(parts)
-            return pooled[torch.from_numpy(np.argsort(order, kind="stable"))]
+            return enc.encode(texts, bucket_size=self.config.bucket_size)
+        # BioSyn's way: every sequence padded to max_length.
         batch = enc.tokenizer(texts, padding="max_length", truncation=True, max_length=enc.max_length,
                               return_tensors="pt").to(enc.device)
         return enc.pool(enc.model(**batch).last_hidden_state, batch["attention_mask"])
@@ -194,8 +179,8 @@ class Trainer:
         self.model.encoder.model.eval()
         dense_q = dense_d = None
         if self.retriever.n_dense:
-            dense_d = self._similarity_vectors(self.names, queries=False)
-            dense_q = self._similarity_vectors([q.text for q in self.queries], queries=True)
+            dense_d = self.model.similarity_vectors(self._raw_vectors(self.names))
+            dense_q = self.model.similarity_vectors(self._raw_vectors([q.text for q in self.queries]), queries=True)
         cand, sparse = self.retriever.candidates(dense_q, dense_d)
         labels = candidate_labels([q.gold for q in self.queries], cand, self.ids)
         return cand, sparse, labels
@@ -264,7 +249,7 @@ class Trainer:
         model.encoder.model.eval()
         bf16 = self.config.bf16 if self.config.eval_bf16 is None else self.config.eval_bf16
         if bf16 == self.config.bf16:
-            matrix = self._similarity_vectors(benchmark.dictionary.names, queries=False)
+            matrix = self.model.similarity_vectors(self._raw_vectors(benchmark.dictionary.names))
         else:
             model.embed_options["bf16"] = bf16
             matrix = model.embed(benchmark.dictionary.names, progress=self.progress)
@@ -287,13 +272,13 @@ class Trainer:
         save_optimizer(self.optimizer, state_tmp, {"sparse_weight": self.sparse_weight.detach()})
         write_json(state_tmp / STATE_FILE, {"format": "biosyn.trainer_state", "version": 1, **asdict(self.state),
                                             "config": asdict(self.config), "model_fingerprint": fingerprint})
-        _swap(state_tmp, self.output / STATE_DIR)
+        replace_dir(state_tmp, self.output / STATE_DIR)
         model_tmp = _fresh(self.output / (MODEL_DIR + ".tmp"))
         training = {"config": asdict(self.config), "epochs_done": self.state.epoch, "history": self.state.history,
                     "command": command, "queries": len(self.queries)}
         self.model.save_pretrained(model_tmp, extra={"training": training, "base_model": getattr(self.model, "base_model", self.card.get("base_model"))})
         write_model_card(model_tmp, {**self.card, "training": training, "command": command or self.card.get("command")})
-        _swap(model_tmp, self.output / MODEL_DIR)
+        replace_dir(model_tmp, self.output / MODEL_DIR)
         return self.output / MODEL_DIR
 
     def load_state(self, directory: str | os.PathLike | None = None) -> None:
@@ -350,12 +335,3 @@ def _fresh(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
-
-
-def _swap(new: Path, target: Path) -> None:
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
