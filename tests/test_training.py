@@ -141,8 +141,23 @@ def test_fast_and_slow_encoding_give_the_same_scores(tmp_path):
     assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_train_saves_logs_plots_and_resume_matches(tmp_path):
-    full = _trainer(tmp_path, tmp_path / "full", 2)
+def test_linear_schedule_warms_up_then_decays_to_zero(tmp_path):
+    trainer = _trainer(tmp_path, tmp_path / "run", 2, schedule="linear", warmup=0.25)
+    per_epoch = trainer.steps_per_epoch()
+    total = 2 * per_epoch
+    warm = int(0.25 * total)
+    factors = [trainer.lr_factor(s) for s in range(total)]
+    assert factors[:warm] == [(s + 1) / warm for s in range(warm)]
+    assert factors[warm] == 1.0 and factors[-1] == pytest.approx(1 / (total - warm))
+    assert all(a >= b for a, b in zip(factors[warm:], factors[warm + 1:]))
+    assert _trainer(tmp_path, tmp_path / "c", 2).lr_factor(5) == 1.0
+    trainer.train()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factors[-1])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_train_saves_logs_plots_and_resume_matches(tmp_path, schedule):
+    full = _trainer(tmp_path, tmp_path / "full", 2, schedule=schedule)
     full.train("biosyn train --test")
     out = tmp_path / "full"
     assert (out / "model" / "biosyn.json").exists() and (out / "model" / "README.md").exists()
@@ -153,11 +168,17 @@ def test_train_saves_logs_plots_and_resume_matches(tmp_path):
     assert card.startswith("---\n") and "base_model:" in card and "CTD" in card
 
     # interrupted after epoch 1, then resumed from disk
-    part = _trainer(tmp_path, tmp_path / "part", 1)
-    part.train()
+    part = _trainer(tmp_path, tmp_path / "part", 2, schedule=schedule)
+
+    def interrupt(*_):  # the plot is drawn after epoch 1 is saved
+        raise KeyboardInterrupt
+
+    part.plot = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        part.train()
     resumed_model = BioSyn.from_pretrained(tmp_path / "part" / "model")
     _, vocab, dictionary, mentions = _setup(tmp_path)
-    config = TrainConfig(epochs=2, batch_size=3, lr=1e-3, topk=6, seed=1, bf16=False, log_every=1)
+    config = TrainConfig(epochs=2, batch_size=3, lr=1e-3, topk=6, seed=1, bf16=False, log_every=1, schedule=schedule)
     resumed = Trainer(resumed_model, select_queries(mentions, vocab).queries, dictionary, vocab, config, tmp_path / "part",
                       progress=False)
     resumed.load_state()

@@ -37,6 +37,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--schedule", choices=("constant", "linear"), default="constant",
+                   help="learning rate: constant (BioSyn) or linear warm-up then decay to 0 over all epochs")
+    p.add_argument("--warmup", type=float, default=0.0, help="fraction of all steps spent warming up (linear schedule)")
     p.add_argument("--sparse-lr", type=float, default=0.01)
     p.add_argument("--sparse-weight-init", type=float, default=0.0)
     p.add_argument("--topk", type=int, default=20)
@@ -115,6 +118,7 @@ def _train_config(args, epochs: int | None = None):
     from .trainer import TrainConfig
 
     return TrainConfig(epochs=epochs or args.epochs, batch_size=args.batch_size, lr=args.lr, sparse_lr=args.sparse_lr,
+                       schedule=args.schedule, warmup=args.warmup,
                        sparse_weight_init=args.sparse_weight_init, topk=args.topk, dense_ratio=args.dense_ratio,
                        max_length=args.max_length, seed=args.seed, bf16=not args.no_bf16, fast=not args.slow,
                        max_steps=args.max_steps)

@@ -64,6 +64,8 @@ class TrainConfig:
     dense_ratio: float = 0.5
     max_length: int = 25
     seed: int = 0
+    schedule: str = "constant"  # or "linear": warm-up then linear decay to 0 over all epochs
+    warmup: float = 0.0  # fraction of all steps spent warming up (linear schedule)
     bf16: bool = True
     fast: bool = True  # False: BioSyn's way (every sequence encoded, padded to max_length)
     embed_batch_size: int = 256
@@ -112,7 +114,26 @@ class Trainer:
              "lr": config.lr, "weight_decay": config.weight_decay},
             {"params": [self.sparse_weight], "lr": config.sparse_lr, "weight_decay": 0.0},
         ])
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._cache: tuple[int, dict[str, int], np.ndarray] | None = None  # (step, name -> row, raw vectors)
+
+    def steps_per_epoch(self) -> int:
+        n = math.ceil(len(self.queries) / self.config.batch_size)
+        return n if self.config.max_steps is None else min(n, self.config.max_steps)
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rates at optimiser step `step` (0-based); a function of the
+        step alone, so a resumed run follows the same schedule without storing scheduler state."""
+        cfg = self.config
+        if cfg.schedule == "constant":
+            return 1.0
+        if cfg.schedule != "linear":
+            raise ValueError(f"unknown schedule {cfg.schedule!r}; choose constant or linear")
+        total = max(cfg.epochs * self.steps_per_epoch(), 1)
+        warm = int(cfg.warmup * total)
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step) / max(total - warm, 1))
 
     # -- embeddings ------------------------------------------------------------------------
 
@@ -167,6 +188,9 @@ class Trainer:
                                    torch.from_numpy(sparse[batch]))
         loss, n = marginal_nll(scores, torch.from_numpy(labels[batch]))
         self.optimizer.zero_grad(set_to_none=True)
+        factor = self.lr_factor(self.state.step)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
         if n:
             loss.backward()
             self.optimizer.step()
