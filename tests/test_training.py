@@ -11,7 +11,8 @@ from biosyn.data.records import Query
 from biosyn.encoders.dense import DenseEncoder
 from biosyn.model.biosyn import BioSyn
 from biosyn.preprocess.pipeline import Preprocessor, build_dictionary
-from biosyn.training.candidates import CandidateRetriever, candidate_labels, merge_candidates
+from biosyn.training.candidates import (CandidateRetriever, add_gold_positives, candidate_labels, gold_rows,
+                                       merge_candidates)
 from biosyn.training.loss import marginal_nll
 from biosyn.training.pretrain import PretrainConfig, multi_similarity_loss, pretrain, synonym_sets
 from biosyn.training.queries import TrainingQuery, select_queries
@@ -52,6 +53,23 @@ def test_labels_use_id_set_membership():
     cand = np.array([[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]])
     labels = candidate_labels([("D001",), ("D001", "123"), ("D00",)], cand, dictionary_ids)
     assert labels.tolist() == [[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+
+
+def test_add_gold_puts_the_best_gold_name_last_only_where_no_positive():
+    dictionary_ids = [("D1",), ("D2",), ("D3",), ("D1", "D4"), ("D4",), ("D5",)]
+    gold = [("D1",), ("D4",), ("D9",), ("D1", "D4")]
+    rows = gold_rows(gold, dictionary_ids)
+    assert [r.tolist() for r in rows] == [[0, 3], [3, 4], [], [3]]
+    cand = np.array([[0, 1, 2], [1, 2, 5], [0, 1, 2], [0, 1, 2]])
+    labels = candidate_labels(gold, cand, dictionary_ids)
+    dense_d = np.eye(6, dtype=np.float32)
+    dense_q = np.zeros((4, 6), dtype=np.float32)
+    dense_q[1, 4] = 1.0  # query 1 prefers row 4 over row 3
+    out, added = add_gold_positives(cand, labels, rows, dense_q, dense_d)
+    assert added == 2  # query 0 has a positive; query 2's gold is nowhere in the dictionary
+    assert out.tolist() == [[0, 1, 2], [1, 2, 4], [0, 1, 2], [0, 1, 3]]
+    assert candidate_labels(gold, out, dictionary_ids)[:, -1].tolist() == [0, 1, 0, 1]
+    assert add_gold_positives(cand, labels, rows, None, None)[0][1].tolist() == [1, 2, 3]
 
 
 def test_merge_candidates_counts_no_duplicates_and_split():
@@ -106,7 +124,8 @@ def test_retriever_sparse_dense_split(tmp_path):
 
 def _trainer(tmp_path, out, epochs, **kw):
     model, vocab, dictionary, mentions = _setup(tmp_path)
-    config = TrainConfig(epochs=epochs, batch_size=3, lr=1e-3, topk=6, seed=1, bf16=False, log_every=1, **kw)
+    config = TrainConfig(**{"epochs": epochs, "batch_size": 3, "lr": 1e-3, "topk": 6, "seed": 1, "bf16": False,
+                            "log_every": 1, **kw})
     return Trainer(model, select_queries(mentions, vocab).queries, dictionary, vocab, config, out, progress=False)
 
 
@@ -153,6 +172,19 @@ def test_linear_schedule_warms_up_then_decays_to_zero(tmp_path):
     assert _trainer(tmp_path, tmp_path / "c", 2).lr_factor(5) == 1.0
     trainer.train()
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factors[-1])
+
+
+def test_add_gold_leaves_no_query_without_positive(tmp_path):
+    plain = _trainer(tmp_path, tmp_path / "a", 1, topk=2)
+    with_gold = _trainer(tmp_path, tmp_path / "b", 1, topk=2, add_gold=True)
+    for trainer in (plain, with_gold):  # a query whose top-2 cannot hold its gold concept
+        trainer.queries[0] = TrainingQuery(trainer.queries[0].text, ("D006527",))
+    labels = plain.retrieve()[2]
+    assert labels[0].sum() == 0
+    cand, _, gold_labels = with_gold.retrieve()
+    assert (gold_labels.sum(1) > 0).all()
+    assert "D006527" in with_gold.ids[cand[0, -1]] and gold_labels[0].tolist() == [0, 1]
+    assert with_gold.without_positive == int((labels.sum(1) == 0).sum())
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear"])

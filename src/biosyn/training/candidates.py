@@ -51,6 +51,36 @@ def candidate_labels(gold: Sequence[Sequence[str]], candidates: np.ndarray, dict
     return labels
 
 
+def gold_rows(gold: Sequence[Sequence[str]], dictionary_ids: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """For each query, the dictionary rows that carry every one of its gold IDs."""
+    rows_of: dict[str, list[int]] = {}
+    for j, ids in enumerate(dictionary_ids):
+        for i in ids:
+            rows_of.setdefault(i, []).append(j)
+    out = []
+    for g in gold:
+        g = set(g)
+        first = rows_of.get(next(iter(g)), []) if g else []
+        out.append(np.array([j for j in first if g <= set(dictionary_ids[j])], dtype=np.int64))
+    return out
+
+
+def add_gold_positives(candidates: np.ndarray, labels: np.ndarray, rows: Sequence[np.ndarray],
+                       dense_queries: np.ndarray | None, dense_dictionary: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Where no candidate is positive, the last candidate makes way for the query's best gold name
+    (highest dense score; the first one without dense vectors). Returns the new candidates and how
+    many queries got one; queries whose gold no dictionary name carries stay without."""
+    out = candidates.copy()
+    added = 0
+    for i in np.flatnonzero(labels.sum(1) == 0):
+        if not len(rows[i]):
+            continue
+        best = rows[i][0] if dense_queries is None else rows[i][int(np.argmax(dense_dictionary[rows[i]] @ dense_queries[i]))]
+        out[i, -1] = best
+        added += 1
+    return out, added
+
+
 class CandidateRetriever:
     """Holds the sparse half (computed once) and merges in a dense half per epoch."""
 
@@ -71,4 +101,7 @@ class CandidateRetriever:
         if self.n_dense and dense_queries is not None:
             dense_idx, _ = dense_topk(dense_queries, dense_dictionary, self.topk)
         idx = merge_candidates(self.sparse_idx, dense_idx, self.topk, self.n_sparse)
-        return idx, sparse_scores(self.query_csr, self.dictionary_csr, idx)
+        return idx, self.sparse_scores(idx)
+
+    def sparse_scores(self, candidates: np.ndarray) -> np.ndarray:
+        return sparse_scores(self.query_csr, self.dictionary_csr, candidates)

@@ -44,6 +44,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparse-weight-init", type=float, default=0.0)
     p.add_argument("--topk", type=int, default=20)
     p.add_argument("--dense-ratio", type=float, default=0.5)
+    p.add_argument("--add-gold", action="store_true",
+                   help="beyond BioSyn: a query whose candidates hold no positive gets its best gold name in place of the last one")
     p.add_argument("--slow", action="store_true", help="BioSyn's encoding (every sequence, padded to max length), for timing")
     p.add_argument("--max-steps", type=int, help="steps per epoch (probes)")
 
@@ -119,7 +121,7 @@ def _train_config(args, epochs: int | None = None):
 
     return TrainConfig(epochs=epochs or args.epochs, batch_size=args.batch_size, lr=args.lr, sparse_lr=args.sparse_lr,
                        schedule=args.schedule, warmup=args.warmup,
-                       sparse_weight_init=args.sparse_weight_init, topk=args.topk, dense_ratio=args.dense_ratio,
+                       sparse_weight_init=args.sparse_weight_init, topk=args.topk, dense_ratio=args.dense_ratio, add_gold=args.add_gold,
                        max_length=args.max_length, seed=args.seed, bf16=not args.no_bf16, fast=not args.slow,
                        max_steps=args.max_steps)
 

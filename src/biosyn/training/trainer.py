@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from ..data.atomic import replace_dir
 from ..data.records import Dictionary, Vocabulary
 from ..model.biosyn import BioSyn
-from .candidates import CandidateRetriever, candidate_labels
+from .candidates import CandidateRetriever, add_gold_positives, candidate_labels, gold_rows
 from .loss import marginal_nll
 from .queries import TrainingQuery
 from .state import STATE_FILE, load_optimizer, save_optimizer, write_json
@@ -62,6 +62,7 @@ class TrainConfig:
     sparse_weight_init: float = 0.0
     topk: int = 20
     dense_ratio: float = 0.5
+    add_gold: bool = False  # beyond BioSyn: a query with no positive candidate gets its best gold name
     max_length: int = 25
     seed: int = 0
     schedule: str = "constant"  # or "linear": warm-up then linear decay to 0 over all epochs
@@ -114,6 +115,8 @@ class Trainer:
              "lr": config.lr, "weight_decay": config.weight_decay},
             {"params": [self.sparse_weight], "lr": config.sparse_lr, "weight_decay": 0.0},
         ])
+        self._gold_rows: list[np.ndarray] | None = None
+        self.without_positive = 0
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._cache: tuple[int, dict[str, int], np.ndarray] | None = None  # (step, name -> row, raw vectors)
 
@@ -206,7 +209,15 @@ class Trainer:
             dense_d = self.model.similarity_vectors(self._raw_vectors(self.names))
             dense_q = self.model.similarity_vectors(self._raw_vectors([q.text for q in self.queries]), queries=True)
         cand, sparse = self.retriever.candidates(dense_q, dense_d)
-        labels = candidate_labels([q.gold for q in self.queries], cand, self.ids)
+        gold = [q.gold for q in self.queries]
+        labels = candidate_labels(gold, cand, self.ids)
+        self.without_positive = int((labels.sum(1) == 0).sum())
+        if self.config.add_gold:
+            if self._gold_rows is None:
+                self._gold_rows = gold_rows(gold, self.ids)
+            cand, _ = add_gold_positives(cand, labels, self._gold_rows, dense_q, dense_d)
+            sparse = self.retriever.sparse_scores(cand)
+            labels = candidate_labels(gold, cand, self.ids)
         return cand, sparse, labels
 
     def train(self, command: str | None = None) -> TrainerState:
@@ -217,7 +228,7 @@ class Trainer:
             t0 = time.perf_counter()
             cand, sparse, labels = self.retrieve()
             t_retrieve = time.perf_counter() - t0
-            no_positive = int((labels.sum(1) == 0).sum())
+            no_positive = self.without_positive  # before gold names were added
             rng = np.random.default_rng([cfg.seed, epoch])
             torch.manual_seed(cfg.seed * 1000 + epoch)
             order = rng.permutation(len(self.queries))
