@@ -85,3 +85,39 @@ def test_index_build_then_normalize_from_it(tmp_path, capsys):
     assert main(["normalize", "--model", "sparse", "--index", str(tmp_path / "idx"), "--json", "-k", "1", "breast neoplasms"]) == 0, capsys.readouterr().err
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["ids"] == ["X:2"]
+
+
+def test_pretrain_with_mentions_then_reproduce_a_soup_of_two_seeds(real_data_dir, tmp_path, capsys):
+    from tiny import tiny_bert
+
+    from biosyn.data.custom import write_jsonl_vocabulary
+    from biosyn.data.pubtator import read_pubtator
+    from biosyn.data.records import Vocabulary
+    from biosyn.data.vocabularies import load_vocabulary
+
+    bert, tokenizer = tiny_bert(tmp_path / "bert")
+    bert.save_pretrained(tmp_path / "bert")
+    tokenizer.save_pretrained(tmp_path / "bert")
+    # MEDIC cut down to the concepts of 40 training abstracts keeps every embedding pass short.
+    medic = load_vocabulary("medic-2012", data_dir=real_data_dir)
+    docs = read_pubtator(real_data_dir / "ncbi-disease" / "NCBItrainset_corpus.txt")[:40]
+    wanted = {medic.resolve(i) for d in docs for m in d.mentions for i in m.ids} - {None}
+    small = Vocabulary([medic.get(i) for i in sorted(wanted)])
+    write_jsonl_vocabulary(small, tmp_path / "vocab.jsonl")
+    data = ["--data-dir", str(real_data_dir), "--vocabulary", str(tmp_path / "vocab.jsonl"), "--quiet"]
+    assert main(["pretrain", "--model", str(tmp_path / "bert"), "--mentions", "train", "--steps", "2", "--batch-size", "8",
+                 "--output", str(tmp_path / "pre"), *data]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert 20 < summary["concepts_with_mentions"] <= len(small) and summary["config"]["mention_share"] == 0.5
+    out = tmp_path / "run"
+    assert main(["reproduce", "--model", str(tmp_path / "pre"), "--no-pretrain", "--seeds", "0", "1", "--epochs", "1",
+                 "--max-steps", "2", "--batch-size", "4", "--add-gold", "--schedule", "linear", "--output", str(out), *data]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["seeds"] == [0, 1] and [r["seed"] for r in result["runs"]] == [0, 1]
+    assert all(r["test"]["queries"] == 960 for r in result["runs"]) and result["test"]["queries"] == 960
+    assert result["training"]["config"]["add_gold"] and result["training"]["config"]["schedule"] == "linear"
+    config = json.loads((out / "model" / "biosyn.json").read_text())
+    assert config["soup_of"] == [str(out / "seeds" / f"seed-{s}" / "model") for s in (0, 1)]
+    assert "model soup" in (out / "model" / "README.md").read_text()
+    assert main(["soup", *config["soup_of"], "--output", str(tmp_path / "again")]) == 0
+    assert json.loads((tmp_path / "again" / "biosyn.json").read_text())["fingerprint"] == config["fingerprint"]

@@ -14,8 +14,10 @@ from biosyn.preprocess.pipeline import Preprocessor, build_dictionary
 from biosyn.training.candidates import (CandidateRetriever, add_gold_positives, candidate_labels, gold_rows,
                                        merge_candidates)
 from biosyn.training.loss import marginal_nll
-from biosyn.training.pretrain import PretrainConfig, multi_similarity_loss, pretrain, synonym_sets
+from biosyn.training.pretrain import (PairSampler, PretrainConfig, concept_names, multi_similarity_loss, pretrain,
+                                     synonym_sets)
 from biosyn.training.queries import TrainingQuery, select_queries
+from biosyn.training.soup import average_models, soup
 from biosyn.training.trainer import TrainConfig, Trainer
 
 from tiny import tiny_bert, tiny_vocabulary
@@ -251,3 +253,46 @@ def test_pretrain_runs_and_saves(tmp_path):
                        progress=False)
     assert summary["synonym_sets"] == 5
     assert BioSyn.from_pretrained(tmp_path / "pre").similarity == "cosine"
+
+
+def test_pair_sampler_pairs_mentions_with_their_concepts_names(tmp_path):
+    _, vocab, _, mentions = _setup(tmp_path)
+    queries = select_queries(mentions, vocab).queries
+    concepts = concept_names(vocab, Preprocessor(), queries)
+    by_name = {n: names for names, extra in concepts for n in names + extra}
+    mention_texts = {q.text for q in queries} - {n for names, _ in concepts for n in names}
+    assert mention_texts == {"ovarian tumor", "wilson s disease", "lynch", "tumour", "hereditary nonpolyposis"}
+    sampler = PairSampler(concepts, batch_size=4, mention_share=0.5)
+    assert sampler.n_mention == 2 and len(sampler.with_mentions) == 4
+    texts, labels = sampler.draw(np.random.default_rng(0))
+    assert len(texts) == 8 and labels[0::2] == labels[1::2]
+    assert {texts[0], texts[2]} <= mention_texts  # the mention share comes first
+    for a, b in zip(texts[0::2], texts[1::2]):
+        assert a != b and by_name[a] is by_name[b]  # both names of one concept
+    without = PairSampler(concept_names(vocab, Preprocessor(), ()), batch_size=4)
+    assert without.n_mention == 0 and not set(without.draw(np.random.default_rng(0))[0]) & mention_texts
+
+
+# -- weight averaging -------------------------------------------------------------------------
+
+def test_soup_averages_weights_and_refuses_mismatches(tmp_path):
+    a, vocab, _, _ = _setup(tmp_path / "a", seed=0)
+    b, _, _, _ = _setup(tmp_path / "b", seed=1)
+    for m, w in ((a, 0.5), (b, 1.5)):
+        m.fit_sparse(vocab)
+        m.sparse_weight = w
+    expected = {k: (v + b.encoder.model.state_dict()[k]) / 2 for k, v in a.encoder.model.state_dict().items()
+                if v.is_floating_point()}
+    a.save_pretrained(tmp_path / "ma")
+    b.save_pretrained(tmp_path / "mb")
+    averaged = soup([tmp_path / "ma", tmp_path / "mb"], tmp_path / "soup")
+    assert averaged.sparse_weight == 1.0
+    loaded = BioSyn.from_pretrained(tmp_path / "soup")
+    state = loaded.encoder.model.state_dict()
+    assert all(torch.allclose(state[k], v) for k, v in expected.items())
+    assert loaded.sparse_weight == 1.0 and loaded.fingerprint not in (a.fingerprint, b.fingerprint)
+    b.scale = 10.0
+    with pytest.raises(ValueError, match="scale"):
+        average_models([a, b])
+    with pytest.raises(ValueError):
+        average_models([])

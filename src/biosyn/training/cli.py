@@ -54,6 +54,8 @@ def _pretrain_options(p: argparse.ArgumentParser, prefix: str = "", steps: int =
     p.add_argument(f"--{prefix}steps", type=int, default=steps, help=f"pre-training steps (default {steps})")
     p.add_argument(f"--{prefix}batch-size", type=int, default=64, help="concepts per pre-training step (2 names each)")
     p.add_argument(f"--{prefix}lr", type=float, default=2e-5)
+    p.add_argument(f"--{prefix}mention-share", type=float, default=0.5,
+                   help="with training mentions: share of each batch pairing a mention with a name of its concept")
 
 
 def add_parsers(subparsers) -> None:
@@ -71,14 +73,21 @@ def add_parsers(subparsers) -> None:
                                 description="Self-alignment on the vocabulary's synonym sets (multi-similarity loss, "
                                             "in-batch hard mining); writes a model folder to use as `train --model`.")
     pre.add_argument("--output", default="runs/pretrain/model")
+    pre.add_argument("--mentions", metavar="SPLITS",
+                     help="also pair the training mentions of these corpus splits (e.g. train) with their concepts' names")
     _common(pre)
     _pretrain_options(pre)
     rep = subparsers.add_parser("reproduce", help="pretrain, train on train+dev, evaluate once on test",
                                 description="One command: synonym pre-training, BioSyn training on train+dev, one "
                                             "evaluation on the test split; writes results.json and the plot.")
+    rep.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                     help="train once per seed from one pre-trained start and average the weights (model soup); "
+                          "default: one run with --seed")
     rep.add_argument("corpus_name", nargs="?", default="ncbi-disease", choices=sorted(CORPORA), metavar="CORPUS")
     rep.add_argument("--output", help="output folder (default runs/<corpus>, where `make run` and `--model` default look for a trained model)")
     rep.add_argument("--no-pretrain", action="store_true", help="skip synonym pre-training")
+    rep.add_argument("--pretrain-mentions", action="store_true",
+                     help="pre-training also pairs the train+dev mentions with their concepts' names")
     rep.add_argument("--vocabulary", help="vocabulary name or file (default: the corpus's)")
     rep.add_argument("--data-dir")
     rep.add_argument("--model", default="minilm", help=BASE_HELP)
@@ -89,6 +98,15 @@ def add_parsers(subparsers) -> None:
     rep.add_argument("--quiet", action="store_true")
     _train_options(rep)
     _pretrain_options(rep, "pretrain-")
+    _add_soup_parser(subparsers)
+
+
+def _add_soup_parser(subparsers) -> None:
+    soup = subparsers.add_parser("soup", help="average the weights of models trained from one start (model soup)",
+                                 description="Uniform weight average of biosyn model folders that share architecture, "
+                                             "similarity and sparse encoder (e.g. `biosyn train` runs with other seeds).")
+    soup.add_argument("models", nargs="+", help="biosyn model folders")
+    soup.add_argument("--output", required=True, help="folder for the averaged model")
 
 
 def load_base(spec: str, *, pooling: str | None, max_length: int, similarity: str | None = None, scale: float | None = None):
@@ -168,12 +186,20 @@ def cmd_pretrain(args) -> int:
     from ..data.locate import corpus as corpus_files
     from ..data.vocabularies import load_vocabulary
     from .pretrain import PretrainConfig, pretrain
+    from .queries import corpus_training_queries
 
-    vocab = load_vocabulary(args.vocabulary or corpus_files(args.corpus).vocabulary, data_dir=args.data_dir)
+    mentions = ()
+    if args.mentions:
+        selection, vocab, _, preprocessor = corpus_training_queries(args.corpus, args.mentions.split(","), data_dir=args.data_dir,
+                                                                    vocabulary=args.vocabulary)
+        mentions = selection.queries
+    else:
+        vocab = load_vocabulary(args.vocabulary or corpus_files(args.corpus).vocabulary, data_dir=args.data_dir)
+        preprocessor = corpus_preprocessor(args.corpus, args.data_dir)
     model = load_base(args.model, pooling=args.pooling, max_length=args.max_length)
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
-                            bf16=not args.no_bf16, seed=args.seed)
-    summary = pretrain(model, vocab, config, preprocessor=corpus_preprocessor(args.corpus, args.data_dir),
+                            bf16=not args.no_bf16, seed=args.seed, mention_share=args.mention_share)
+    summary = pretrain(model, vocab, config, preprocessor=preprocessor, mentions=mentions,
                        output_dir=args.output, progress=not args.quiet)
     print(json.dumps(summary))
     print(f"model: {args.output}")
@@ -189,7 +215,20 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "pretrain": cmd_pretrain, "reproduce": cmd_reproduce}
+def cmd_soup(args) -> int:
+    from .model_card import write_model_card
+    from .soup import soup
+
+    if len(args.models) < 2:
+        raise SystemExit("soup: give at least two model folders")
+    soup(args.models, args.output)
+    write_model_card(Path(args.output), {"stage": f"uniform weight average (model soup) of {', '.join(args.models)}",
+                                         "command": _command_line()})
+    print(f"model: {args.output}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "pretrain": cmd_pretrain, "reproduce": cmd_reproduce, "soup": cmd_soup}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,17 +8,21 @@ than the anchor's hardest positive minus epsilon, a positive pair only when it i
 similar than the hardest negative plus epsilon. Defaults are SapBERT's
 (MultiSimilarityLoss(alpha=1, beta=60, base=0.5), miner epsilon 0.2; SapBERT used UMLS pairs,
 batch 512); all are options here. Steps are bounded (`steps`).
+
+Beyond the vocabulary, the training corpus's mentions can join their concepts' synonym sets
+(`mentions`); a share of each batch then pairs a mention with a name of its concept, as
+SapBERT's task fine-tuning paired mentions with names.
 """
 
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -27,6 +31,7 @@ from tqdm.auto import tqdm
 from ..data.records import Vocabulary
 from ..model.biosyn import BioSyn
 from ..preprocess.pipeline import Preprocessor
+from .queries import TrainingQuery
 
 
 @dataclass
@@ -42,17 +47,29 @@ class PretrainConfig:
     max_length: int = 25
     bf16: bool = True
     seed: int = 0
+    mention_share: float = 0.5  # with training mentions: share of each batch whose pair is (mention, other name)
 
 
 def synonym_sets(vocabulary: Vocabulary, preprocessor: Preprocessor | None = None) -> list[list[str]]:
     """The distinct preprocessed names of each concept that has at least two."""
+    return [names for names, _ in concept_names(vocabulary, preprocessor, ()) if len(names) >= 2]
+
+
+def concept_names(vocabulary: Vocabulary, preprocessor: Preprocessor | None,
+                   mentions: Sequence[TrainingQuery]) -> list[tuple[list[str], list[str]]]:
+    """(distinct preprocessed names, distinct training mentions not among them) per concept."""
     preprocessor = preprocessor or Preprocessor()
-    sets = []
+    extra: dict[str, list[str]] = {}
+    for q in mentions:
+        main = vocabulary.resolve(q.gold[0]) if len(q.gold) == 1 else None
+        if main is not None:
+            extra.setdefault(main, []).append(q.text)
+    out = []
     for c in vocabulary:
         names = list(dict.fromkeys(n for n in (preprocessor.name(x) for x in c.names) if n))
-        if len(names) >= 2:
-            sets.append(names)
-    return sets
+        known = set(names)
+        out.append((names, [m for m in dict.fromkeys(extra.get(c.id, ())) if m not in known]))
+    return out
 
 
 def multi_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor, *, alpha: float = 1.0, beta: float = 60.0,
@@ -78,30 +95,59 @@ def multi_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor, *, alp
     return (pos_term + neg_term)[anchors].mean()
 
 
+class PairSampler:
+    """Draws a batch of (name, synonym) pairs of distinct concepts; a `mention_share` of the batch
+    pairs a training mention with another name of its concept."""
+
+    def __init__(self, concepts: list[tuple[list[str], list[str]]], batch_size: int, mention_share: float = 0.5):
+        self.sets = [names + extra for names, extra in concepts if len(names) + len(extra) >= 2]
+        self.with_mentions = [(names, extra) for names, extra in concepts if extra and names]
+        if len(self.sets) < 2:
+            raise ValueError("pre-training needs at least two concepts with two or more names")
+        self.batch = min(batch_size, len(self.sets))
+        self.n_mention = min(round(mention_share * self.batch), len(self.with_mentions))
+
+    def draw(self, rng: np.random.Generator) -> tuple[list[str], list[int]]:
+        pairs = []
+        mention_concepts = rng.choice(len(self.with_mentions), size=self.n_mention, replace=False) if self.n_mention else ()
+        for c in mention_concepts:
+            names, extra = self.with_mentions[c]
+            mention = extra[rng.integers(len(extra))]
+            others = [n for n in names + extra if n != mention]
+            pairs.append((mention, others[rng.integers(len(others))], names[0]))
+        for c in rng.choice(len(self.sets), size=self.batch - self.n_mention, replace=False):
+            a, b = rng.choice(len(self.sets[c]), size=2, replace=False)
+            pairs.append((self.sets[c][a], self.sets[c][b], self.sets[c][0]))
+        # The two draws may hit one concept twice: its pairs share a label, so they stay positives.
+        label_of: dict[str, int] = {}
+        texts, labels = [], []
+        for a, b, key in pairs:
+            label = label_of.setdefault(key, len(label_of))
+            texts += [a, b]
+            labels += [label, label]
+        return texts, labels
+
+
 def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, preprocessor: Preprocessor | None = None,
-             output_dir: str | os.PathLike | None = None, progress: bool = True, log_path: str | os.PathLike | None = None) -> dict:
-    """Self-aligns `model.encoder` on the vocabulary's synonyms in place; saves it when `output_dir` is given."""
-    sets = synonym_sets(vocabulary, preprocessor)
-    if len(sets) < 2:
-        raise ValueError("pre-training needs at least two concepts with two or more names")
+             mentions: Sequence[TrainingQuery] = (), output_dir: str | os.PathLike | None = None, progress: bool = True,
+             log_path: str | os.PathLike | None = None) -> dict:
+    """Self-aligns `model.encoder` on the vocabulary's synonyms in place; saves it when `output_dir` is given.
+
+    With training `mentions` (single-concept ones; SapBERT's task fine-tuning pairs), a share of
+    each batch (`mention_share`) pairs a training mention with another name of its concept."""
+    sampler = PairSampler(concept_names(vocabulary, preprocessor, mentions), config.batch_size, config.mention_share)
     encoder = model.encoder
     encoder.max_length = config.max_length
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(encoder.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    batch = min(config.batch_size, len(sets))
     encoder.model.train()
     losses = []
     started = time.perf_counter()
     log_file = open(log_path, "a", encoding="utf-8") if log_path else contextlib.nullcontext()
     with log_file as log, tqdm(range(config.steps), desc="pretrain", unit="step", disable=not progress) as bar:
         for step in bar:
-            chosen = rng.choice(len(sets), size=batch, replace=False)
-            texts, labels = [], []
-            for label, c in enumerate(chosen):
-                a, b = rng.choice(len(sets[c]), size=2, replace=False)
-                texts += [sets[c][a], sets[c][b]]
-                labels += [label, label]
+            texts, labels = sampler.draw(rng)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
                 emb = encoder.encode(texts)
             loss = multi_similarity_loss(emb, torch.tensor(labels), alpha=config.alpha, beta=config.beta,
@@ -117,7 +163,8 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
                 log.flush()
     encoder.model.eval()
     model._fingerprint = None
-    summary = {"config": asdict(config), "synonym_sets": len(sets), "first_loss": round(float(np.mean(losses[:20])), 4),
+    summary = {"config": asdict(config), "synonym_sets": len(sampler.sets), "concepts_with_mentions": len(sampler.with_mentions),
+               "first_loss": round(float(np.mean(losses[:20])), 4),
                "last_loss": round(float(np.mean(losses[-20:])), 4), "seconds": round(time.perf_counter() - started, 1)}
     if output_dir is not None:
         from .model_card import write_model_card

@@ -24,6 +24,7 @@ def reproduce(args, command: str) -> dict:
     from .model_card import write_model_card
     from .pretrain import PretrainConfig, pretrain
     from .queries import corpus_training_queries
+    from .soup import soup
     from .trainer import MODEL_DIR, Trainer, plot_history
 
     output = Path(args.output or f"runs/{args.corpus}")
@@ -38,38 +39,64 @@ def reproduce(args, command: str) -> dict:
     if not args.no_pretrain:
         t = time.perf_counter()
         pconfig = PretrainConfig(steps=args.pretrain_steps, batch_size=args.pretrain_batch_size, lr=args.pretrain_lr,
-                                 max_length=args.max_length, bf16=not args.no_bf16, seed=args.seed)
+                                 max_length=args.max_length, bf16=not args.no_bf16, seed=args.seed,
+                                 mention_share=args.pretrain_mention_share)
         pre_summary = pretrain(model, vocab, pconfig, preprocessor=preprocessor, progress=not args.quiet,
+                               mentions=selection.queries if args.pretrain_mentions else (),
                                log_path=output / "train_log.jsonl")
         seconds["pretrain"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter()
+    seeds = list(dict.fromkeys(args.seeds or [args.seed]))
     card = {"base_model": model.base_model, "corpus": args.corpus, "splits": ["train", "dev"], "command": command,
             "similarity": f"{model.similarity} (scale {model.scale})", "pretraining": pre_summary}
-    trainer = Trainer(model, selection.queries, dictionary, vocab, _train_config(args), output, progress=not args.quiet, card=card)
-    state = trainer.train(command)
-    seconds["train"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter()
-    final = BioSyn.from_pretrained(output / MODEL_DIR)  # what was saved is what is measured
     benchmark = load_benchmark(args.corpus, "test", data_dir=args.data_dir, vocabulary=args.vocabulary, preprocessor=preprocessor)
-    final.build_index(benchmark.dictionary, benchmark.vocabulary, progress=not args.quiet)
-    evaluation = run_evaluation(final, benchmark, k=5, mode="hybrid")
-    test = evaluation.result.summary()
+
+    def test_figures(folder: Path) -> dict:
+        final = BioSyn.from_pretrained(folder)  # what was saved is what is measured
+        final.build_index(benchmark.dictionary, benchmark.vocabulary, progress=not args.quiet)
+        return run_evaluation(final, benchmark, k=5, mode="hybrid").result.summary()
+
+    start = {k: v.detach().clone() for k, v in model.encoder.model.state_dict().items()}
+    runs = []
+    for seed in seeds:
+        t = time.perf_counter()
+        model.encoder.model.load_state_dict(start)  # every seed starts from the pre-trained weights
+        model._fingerprint = None
+        args.seed = seed
+        folder = output if len(seeds) == 1 else output / "seeds" / f"seed-{seed}"
+        trainer = Trainer(model, selection.queries, dictionary, vocab, _train_config(args), folder, progress=not args.quiet,
+                          card={**card, "stage": f"BioSyn fine-tuning, seed {seed}"})
+        state = trainer.train(command)
+        seconds[f"train_seed_{seed}"] = round(time.perf_counter() - t, 1)
+        runs.append({"seed": seed, "folder": str(folder / MODEL_DIR), "history": state.history})
+    training = {"config": asdict(trainer.config), "epochs_done": state.epoch, "history": state.history,
+                "queries": len(selection.queries)}
+    if len(seeds) > 1:
+        for run in runs:  # the spread of single runs, reported beside the soup (never used to choose)
+            t = time.perf_counter()
+            run["test"] = test_figures(Path(run["folder"]))
+            seconds[f"test_seed_{run['seed']}"] = round(time.perf_counter() - t, 1)
+        soup([run["folder"] for run in runs], output / MODEL_DIR, extra={"training": training, "base_model": model.base_model})
+        card["stage"] = f"uniform weight average (model soup) of {len(seeds)} BioSyn runs, seeds {', '.join(map(str, seeds))}"
+    t = time.perf_counter()
+    test = test_figures(output / MODEL_DIR)
     seconds["test"] = round(time.perf_counter() - t, 1)
     seconds["total"] = round(time.perf_counter() - started, 1)
+    final_config = json.loads((output / MODEL_DIR / "biosyn.json").read_text())
     card["results"] = {"test": test}
-    card["training"] = {"config": asdict(trainer.config), "epochs_done": state.epoch, "history": state.history,
-                        "queries": len(selection.queries)}
+    card["training"] = training
     write_model_card(output / MODEL_DIR, card)
     result = {
         "corpus": args.corpus, "command": command, "test": test, "benchmark": benchmark.describe(),
-        "training_queries": selection.counts, "pretraining": pre_summary, "training": card["training"],
-        "sparse_weight": final.sparse_weight, "similarity": final.similarity, "scale": final.scale,
-        "seconds": seconds, "seed": args.seed,
+        "training_queries": selection.counts, "pretraining": pre_summary, "training": training,
+        "seeds": seeds, "runs": runs if len(seeds) > 1 else None,
+        "sparse_weight": final_config["sparse_weight"], "similarity": final_config["similarity"], "scale": final_config["scale"],
+        "seconds": seconds,
         "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads()},
         "versions": {"biosyn": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                      "numpy": numpy.__version__, "python": platform.python_version()},
     }
     with atomic_write(output / "results.json") as out:
         json.dump(result, out, indent=2)
-    plot_history(state.history, output / "training.png", title=f"{args.corpus}: train+dev, test Acc@1 {test['acc']['acc@1']}")
+    plot_history(state.history, output / "training.png", title=f"{args.corpus}: train+dev, test Acc@1 {test['acc']['acc@1']}"
+                 + (f" (soup of {len(seeds)})" if len(seeds) > 1 else ""))
     return result
