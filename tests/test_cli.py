@@ -118,6 +118,7 @@ def test_pretrain_with_mentions_then_reproduce_a_soup_of_two_seeds(real_data_dir
     assert result["training"]["config"]["add_gold"] and result["training"]["config"]["schedule"] == "linear"
     config = json.loads((out / "model" / "biosyn.json").read_text())
     assert config["soup_of"] == [str(out / "seeds" / f"seed-{s}" / "model") for s in (0, 1)]
-    assert "model soup" in (out / "model" / "README.md").read_text()
+    card = (out / "model" / "README.md").read_text()
+    assert "model soup" in card and "seed [0, 1]" in card and "--add-gold" in card and "linear schedule" in card
     assert main(["soup", *config["soup_of"], "--output", str(tmp_path / "again")]) == 0
     assert json.loads((tmp_path / "again" / "biosyn.json").read_text())["fingerprint"] == config["fingerprint"]

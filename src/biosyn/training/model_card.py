@@ -65,7 +65,9 @@ def render_model_card(info: dict) -> str:
         lines.append("- **Training:** synonym marginalisation over top-{topk} candidates ({d} dense, iterative retrieval), "
                      "{epochs} epochs planned ({done} done), batch {batch_size}, lr {lr}, AdamW weight decay {weight_decay}, sparse weight init "
                      "{sparse_weight_init} / lr {sparse_lr}, max length {max_length}, seed {seed}, bf16 autocast {bf16}"
-                     .format(d=int(cfg["topk"] * cfg["dense_ratio"]), done=training.get("epochs_done", "?"), **cfg))
+                     .format(d=int(cfg["topk"] * cfg["dense_ratio"]), done=training.get("epochs_done", "?"), **cfg)
+                     + (", gold name added where no candidate is positive (`--add-gold`)" if cfg.get("add_gold") else "")
+                     + (f", {cfg['schedule']} schedule with warm-up {cfg.get('warmup', 0)}" if cfg.get("schedule", "constant") != "constant" else ""))
     if pretraining:
         lines.append(f"- **Synonym pre-training (SapBERT-style):** {json.dumps(pretraining.get('config', pretraining))}")
     if info.get("similarity"):

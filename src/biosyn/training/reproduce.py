@@ -68,8 +68,8 @@ def reproduce(args, command: str) -> dict:
         state = trainer.train(command)
         seconds[f"train_seed_{seed}"] = round(time.perf_counter() - t, 1)
         runs.append({"seed": seed, "folder": str(folder / MODEL_DIR), "history": state.history})
-    training = {"config": asdict(trainer.config), "epochs_done": state.epoch, "history": state.history,
-                "queries": len(selection.queries)}
+    training = {"config": {**asdict(trainer.config), "seed": seeds if len(seeds) > 1 else seeds[0]},
+                "epochs_done": state.epoch, "history": state.history, "queries": len(selection.queries)}
     if len(seeds) > 1:
         for run in runs:  # the spread of single runs, reported beside the soup (never used to choose)
             t = time.perf_counter()
