@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..data.atomic import atomic_write, replace_dir
+from ..data.atomic import atomic_dir, atomic_write
 from ..data.records import Concept, Dictionary
 from ..encoders.sparse import SparseEncoder
 from .exact import batched_topk, as_csr32, sparse_scores
@@ -116,12 +114,7 @@ class NameIndex:
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the index to `path` atomically (temporary folder, then rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would otherwise stick to the index
-        try:
+        with atomic_dir(path) as tmp:
             with open(tmp / "dictionary.jsonl", "w", encoding="utf-8") as out:
                 for name, cids in zip(self.names, self.ids):
                     out.write(json.dumps([name, list(cids)], ensure_ascii=False) + "\n")
@@ -141,10 +134,6 @@ class NameIndex:
             # The manifest goes last: a folder without it is never taken for an index.
             with atomic_write(tmp / MANIFEST) as out:
                 json.dump(self.manifest, out, indent=1)
-            replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self.path = path
         return path
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 from ..data.atomic import atomic_write
@@ -61,15 +61,15 @@ def reproduce(args, command: str) -> dict:
         t = time.perf_counter()
         model.encoder.model.load_state_dict(start)  # every seed starts from the pre-trained weights
         model._fingerprint = None
-        args.seed = seed
         folder = output if len(seeds) == 1 else output / "seeds" / f"seed-{seed}"
-        trainer = Trainer(model, selection.queries, dictionary, vocab, _train_config(args), folder, progress=not args.quiet,
+        trainer = Trainer(model, selection.queries, dictionary, vocab, replace(_train_config(args), seed=seed), folder,
+                          progress=not args.quiet,
                           card={**card, "stage": f"BioSyn fine-tuning, seed {seed}"})
         state = trainer.train(command)
         seconds[f"train_seed_{seed}"] = round(time.perf_counter() - t, 1)
         runs.append({"seed": seed, "folder": str(folder / MODEL_DIR), "history": state.history})
-    training = {"config": {**asdict(trainer.config), "seed": seeds if len(seeds) > 1 else seeds[0]},
-                "epochs_done": state.epoch, "history": state.history, "queries": len(selection.queries)}
+    record = trainer.training_record(command)
+    training = {**record, "config": {**record["config"], "seed": seeds if len(seeds) > 1 else seeds[0]}}
     if len(seeds) > 1:
         for run in runs:  # the spread of single runs, reported beside the soup (never used to choose)
             t = time.perf_counter()

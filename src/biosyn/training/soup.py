@@ -9,19 +9,17 @@ pooling, similarity, scale and sparse encoder (the vocabulary's TF-IDF), which i
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from ..data.atomic import replace_dir
+from ..data.atomic import atomic_dir
 from ..model.biosyn import BioSyn
 from ..search.index import sparse_fingerprint
 
 
 def average_models(models: Sequence[BioSyn]) -> BioSyn:
-    """A new model (the first one's objects, weights replaced) whose weights are the mean of `models`'."""
+    """`models[0]`, its encoder weights and sparse weight replaced by the mean of all `models`'."""
     if not models:
         raise ValueError("nothing to average")
     first = models[0]
@@ -51,9 +49,6 @@ def average_models(models: Sequence[BioSyn]) -> BioSyn:
 def soup(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, extra: dict | None = None) -> BioSyn:
     """Averages the model folders `paths` and saves the result to `output`."""
     model = average_models([BioSyn.from_pretrained(p) for p in paths])
-    output = Path(output)
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, extra={"soup_of": [str(p) for p in paths], **(extra or {})})
-    replace_dir(tmp, output)
+    with atomic_dir(output) as tmp:
+        model.save_pretrained(tmp, extra={"soup_of": [str(p) for p in paths], **(extra or {})})
     return model

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.atomic import replace_dir
+from ..data.atomic import atomic_dir
 from ..data.records import Dictionary, Vocabulary
 from ..model.biosyn import BioSyn
 from .candidates import CandidateRetriever, add_gold_positives, candidate_labels, gold_rows
@@ -303,18 +302,20 @@ class Trainer:
         from .model_card import write_model_card
 
         fingerprint = self.model.fingerprint
-        state_tmp = _fresh(self.output / (STATE_DIR + ".tmp"))
-        save_optimizer(self.optimizer, state_tmp, {"sparse_weight": self.sparse_weight.detach()})
-        write_json(state_tmp / STATE_FILE, {"format": "biosyn.trainer_state", "version": 1, **asdict(self.state),
-                                            "config": asdict(self.config), "model_fingerprint": fingerprint})
-        replace_dir(state_tmp, self.output / STATE_DIR)
-        model_tmp = _fresh(self.output / (MODEL_DIR + ".tmp"))
-        training = {"config": asdict(self.config), "epochs_done": self.state.epoch, "history": self.state.history,
-                    "command": command, "queries": len(self.queries)}
-        self.model.save_pretrained(model_tmp, extra={"training": training, "base_model": getattr(self.model, "base_model", self.card.get("base_model"))})
-        write_model_card(model_tmp, {**self.card, "training": training, "command": command or self.card.get("command")})
-        replace_dir(model_tmp, self.output / MODEL_DIR)
+        with atomic_dir(self.output / STATE_DIR) as state_tmp:
+            save_optimizer(self.optimizer, state_tmp, {"sparse_weight": self.sparse_weight.detach()})
+            write_json(state_tmp / STATE_FILE, {"format": "biosyn.trainer_state", "version": 1, **asdict(self.state),
+                                                "config": asdict(self.config), "model_fingerprint": fingerprint})
+        training = self.training_record(command)
+        with atomic_dir(self.output / MODEL_DIR) as model_tmp:
+            self.model.save_pretrained(model_tmp, extra={"training": training, "base_model": getattr(self.model, "base_model", self.card.get("base_model"))})
+            write_model_card(model_tmp, {**self.card, "training": training, "command": command or self.card.get("command")})
         return self.output / MODEL_DIR
+
+    def training_record(self, command: str | None = None) -> dict:
+        """What a saved model folder and its card record about this training."""
+        return {"config": asdict(self.config), "epochs_done": self.state.epoch, "history": self.state.history,
+                "command": command, "queries": len(self.queries)}
 
     def load_state(self, directory: str | os.PathLike | None = None) -> None:
         """Restores the optimizer, sparse weight and counters saved by `save` (the model is loaded by the caller)."""
@@ -365,8 +366,3 @@ def plot_history(history: list[dict], path: str | os.PathLike, title: str = "Bio
     plt.close(fig)
     return path
 
-
-def _fresh(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
