@@ -87,7 +87,7 @@ def test_index_build_then_normalize_from_it(tmp_path, capsys):
     assert json.loads(line)["ids"] == ["X:2"]
 
 
-def test_pretrain_with_mentions_then_reproduce_a_soup_of_two_seeds(real_data_dir, tmp_path, capsys):
+def test_pretrain_with_mentions_and_neighbours_then_reproduce_a_soup_of_two_seeds(real_data_dir, tmp_path, capsys):
     from tiny import tiny_bert
 
     from biosyn.data.custom import write_jsonl_vocabulary
@@ -106,9 +106,10 @@ def test_pretrain_with_mentions_then_reproduce_a_soup_of_two_seeds(real_data_dir
     write_jsonl_vocabulary(small, tmp_path / "vocab.jsonl")
     data = ["--data-dir", str(real_data_dir), "--vocabulary", str(tmp_path / "vocab.jsonl"), "--quiet"]
     assert main(["pretrain", "--model", str(tmp_path / "bert"), "--mentions", "train", "--steps", "2", "--batch-size", "8",
-                 "--output", str(tmp_path / "pre"), *data]) == 0
+                 "--neighbours", "4", "--output", str(tmp_path / "pre"), *data]) == 0
     summary = json.loads(capsys.readouterr().out.splitlines()[0])
     assert 20 < summary["concepts_with_mentions"] <= len(small) and summary["config"]["mention_share"] == 0.5
+    assert summary["config"]["neighbours"] == 4 and summary["neighbour_seconds"] >= 0
     out = tmp_path / "run"
     assert main(["reproduce", "--model", str(tmp_path / "pre"), "--no-pretrain", "--seeds", "0", "1", "--epochs", "1",
                  "--max-steps", "2", "--batch-size", "4", "--add-gold", "--schedule", "linear", "--output", str(out), *data]) == 0

@@ -14,7 +14,7 @@ from biosyn.preprocess.pipeline import Preprocessor, build_dictionary
 from biosyn.training.candidates import (CandidateRetriever, add_gold_positives, candidate_labels, gold_rows,
                                        merge_candidates)
 from biosyn.training.loss import marginal_nll
-from biosyn.training.pretrain import (PairSampler, PretrainConfig, concept_names, multi_similarity_loss, pretrain,
+from biosyn.training.pretrain import (PairSampler, PretrainConfig, concept_names, multi_similarity_loss, nearest_sets, pretrain,
                                      synonym_sets)
 from biosyn.training.queries import TrainingQuery, select_queries
 from biosyn.training.soup import average_models, soup
@@ -271,6 +271,31 @@ def test_pair_sampler_pairs_mentions_with_their_concepts_names(tmp_path):
         assert a != b and by_name[a] is by_name[b]  # both names of one concept
     without = PairSampler(concept_names(vocab, Preprocessor(), ()), batch_size=4)
     assert without.n_mention == 0 and not set(without.draw(np.random.default_rng(0))[0]) & mention_texts
+
+
+class _AngleEncoder:
+    """Embeds "c<k> ..." at angle k degrees, so concept k's nearest are k ± 1, k ± 2, ..."""
+
+    def embed(self, texts, bf16=False):
+        angles = np.radians([float(t.split()[0][1:]) for t in texts])
+        return np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+
+
+def test_nearest_sets_and_neighbour_groups():
+    sets = [[f"c{k} a", f"c{k} b"] for k in (0, 10, 20, 30, 100, 110, 120, 130)]
+    nearest = nearest_sets(_AngleEncoder(), sets, 3, bf16=False)
+    assert nearest[0].tolist() == [1, 2, 3] and nearest[4].tolist() == [5, 6, 7] and nearest[3].tolist() == [2, 1, 0]
+    sampler = PairSampler([(s, []) for s in sets], batch_size=4, mention_share=0.0)
+    with pytest.raises(ValueError, match="8 synonym sets"):
+        sampler.group_neighbours(nearest[:5], 2)
+    sampler.group_neighbours(nearest, 4)
+    set_of = {name: i for i, names in enumerate(sets) for name in names}
+    for seed in range(5):
+        texts, labels = sampler.draw(np.random.default_rng(seed))
+        drawn = [set_of[t] for t in texts]
+        # one group of four: a random concept (drawn first) and its three nearest, two names each
+        assert labels[0::2] == labels[1::2] and drawn[0::2] == drawn[1::2]
+        assert drawn[0::2] == [drawn[0], *nearest[drawn[0]]]
 
 
 # -- weight averaging -------------------------------------------------------------------------

@@ -56,6 +56,8 @@ def _pretrain_options(p: argparse.ArgumentParser, prefix: str = "", steps: int =
     p.add_argument(f"--{prefix}lr", type=float, default=2e-5)
     p.add_argument(f"--{prefix}mention-share", type=float, default=0.5,
                    help="with training mentions: share of each batch pairing a mention with a name of its concept")
+    p.add_argument(f"--{prefix}neighbours", type=int, default=0, metavar="G",
+                   help="build batches of groups of G mutually nearest concepts (hard negatives; default 0: random concepts)")
 
 
 def add_parsers(subparsers) -> None:
@@ -198,7 +200,8 @@ def cmd_pretrain(args) -> int:
         preprocessor = corpus_preprocessor(args.corpus, args.data_dir)
     model = load_base(args.model, pooling=args.pooling, max_length=args.max_length)
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
-                            bf16=not args.no_bf16, seed=args.seed, mention_share=args.mention_share)
+                            bf16=not args.no_bf16, seed=args.seed, mention_share=args.mention_share,
+                            neighbours=args.neighbours)
     summary = pretrain(model, vocab, config, preprocessor=preprocessor, mentions=mentions,
                        output_dir=args.output, progress=not args.quiet)
     print(json.dumps(summary))

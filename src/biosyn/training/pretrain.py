@@ -12,6 +12,12 @@ batch 512); all are options here. Steps are bounded (`steps`).
 Beyond the vocabulary, the training corpus's mentions can join their concepts' synonym sets
 (`mentions`); a share of each batch then pairs a mention with a name of its concept, as
 SapBERT's task fine-tuning paired mentions with names.
+
+Random batches of 64 out of ~10k concepts hold few confusable concepts, so in-batch mining
+finds few hard negatives (SapBERT had batches of 512 out of millions of UMLS names). With
+`neighbours` = g, the batch is built of groups of g concepts: a random concept and its g − 1
+nearest concepts by the starting model's embeddings (mean of up to three names), so every
+anchor meets the concepts the model confuses it with.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class PretrainConfig:
     bf16: bool = True
     seed: int = 0
     mention_share: float = 0.5  # with training mentions: share of each batch whose pair is (mention, other name)
+    neighbours: int = 0  # > 1: batches of groups of this many mutually nearest concepts; 0: random concepts
 
 
 def synonym_sets(vocabulary: Vocabulary, preprocessor: Preprocessor | None = None) -> list[list[str]]:
@@ -95,9 +102,31 @@ def multi_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor, *, alp
     return (pos_term + neg_term)[anchors].mean()
 
 
+def nearest_sets(encoder, sets: Sequence[Sequence[str]], k: int, *, bf16: bool = True, chunk: int = 2048) -> np.ndarray:
+    """[n_sets, k] indices of each synonym set's k nearest other sets, by the cosine of the mean
+    embedding of (up to) their first three names, nearest first."""
+    names = [n for s in sets for n in s[:3]]
+    owner = np.repeat(np.arange(len(sets)), [len(s[:3]) for s in sets])
+    vectors = encoder.embed(names, bf16=bf16)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+    centres = np.zeros((len(sets), vectors.shape[1]), dtype=np.float32)
+    np.add.at(centres, owner, vectors)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True) + 1e-12
+    k = min(k, len(sets) - 1)
+    out = np.empty((len(sets), k), dtype=np.int64)
+    for start in range(0, len(sets), chunk):
+        sim = centres[start:start + chunk] @ centres.T
+        sim[np.arange(len(sim)), np.arange(start, start + len(sim))] = -np.inf
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sim, top, axis=1), axis=1, kind="stable")
+        out[start:start + len(sim)] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
 class PairSampler:
     """Draws a batch of (name, synonym) pairs of distinct concepts; a `mention_share` of the batch
-    pairs a training mention with another name of its concept."""
+    pairs a training mention with another name of its concept. After `group_neighbours`, the
+    other concepts come in groups: a random one followed by its nearest ones not yet in the batch."""
 
     def __init__(self, concepts: list[tuple[list[str], list[str]]], batch_size: int, mention_share: float = 0.5):
         self.sets = [names + extra for names, extra in concepts if len(names) + len(extra) >= 2]
@@ -106,6 +135,26 @@ class PairSampler:
             raise ValueError("pre-training needs at least two concepts with two or more names")
         self.batch = min(batch_size, len(self.sets))
         self.n_mention = min(round(mention_share * self.batch), len(self.with_mentions))
+        self.neighbours, self.group = None, 0
+
+    def group_neighbours(self, neighbours: np.ndarray, group: int) -> None:
+        """Draw groups of `group` concepts: `neighbours[i]` lists set i's nearest sets (`nearest_sets`)."""
+        if len(neighbours) != len(self.sets):
+            raise ValueError(f"{len(neighbours)} rows of neighbours for {len(self.sets)} synonym sets")
+        self.neighbours, self.group = neighbours, group
+
+    def _set_indices(self, rng: np.random.Generator, n: int) -> list[int]:
+        if self.group <= 1:
+            return [int(c) for c in rng.choice(len(self.sets), size=n, replace=False)]
+        chosen: dict[int, None] = {}
+        while len(chosen) < n:
+            seed = int(rng.integers(len(self.sets)))
+            if seed in chosen:
+                continue
+            group = [seed] + [int(c) for c in self.neighbours[seed] if int(c) not in chosen and int(c) != seed]
+            for c in group[:min(self.group, n - len(chosen))]:
+                chosen[c] = None
+        return list(chosen)
 
     def draw(self, rng: np.random.Generator) -> tuple[list[str], list[int]]:
         pairs = []
@@ -115,7 +164,7 @@ class PairSampler:
             mention = extra[rng.integers(len(extra))]
             others = [n for n in names + extra if n != mention]
             pairs.append((mention, others[rng.integers(len(others))], names[0]))
-        for c in rng.choice(len(self.sets), size=self.batch - self.n_mention, replace=False):
+        for c in self._set_indices(rng, self.batch - self.n_mention):
             a, b = rng.choice(len(self.sets[c]), size=2, replace=False)
             pairs.append((self.sets[c][a], self.sets[c][b], self.sets[c][0]))
         # The two draws may hit one concept twice: its pairs share a label, so they stay positives.
@@ -138,6 +187,12 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
     sampler = PairSampler(concept_names(vocabulary, preprocessor, mentions), config.batch_size, config.mention_share)
     encoder = model.encoder
     encoder.max_length = config.max_length
+    neighbour_seconds = 0.0
+    if config.neighbours > 1:
+        t = time.perf_counter()
+        # twice the group size, so a group still fills when some neighbours are already in the batch
+        sampler.group_neighbours(nearest_sets(encoder, sampler.sets, 2 * config.neighbours, bf16=config.bf16), config.neighbours)
+        neighbour_seconds = time.perf_counter() - t
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(encoder.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -165,7 +220,8 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
     model._fingerprint = None
     summary = {"config": asdict(config), "synonym_sets": len(sampler.sets), "concepts_with_mentions": len(sampler.with_mentions),
                "first_loss": round(float(np.mean(losses[:20])), 4),
-               "last_loss": round(float(np.mean(losses[-20:])), 4), "seconds": round(time.perf_counter() - started, 1)}
+               "last_loss": round(float(np.mean(losses[-20:])), 4), "seconds": round(time.perf_counter() - started, 1),
+               **({"neighbour_seconds": round(neighbour_seconds, 1)} if config.neighbours > 1 else {})}
     if output_dir is not None:
         from .model_card import write_model_card
 

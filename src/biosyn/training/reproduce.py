@@ -40,7 +40,7 @@ def reproduce(args, command: str) -> dict:
         t = time.perf_counter()
         pconfig = PretrainConfig(steps=args.pretrain_steps, batch_size=args.pretrain_batch_size, lr=args.pretrain_lr,
                                  max_length=args.max_length, bf16=not args.no_bf16, seed=args.seed,
-                                 mention_share=args.pretrain_mention_share)
+                                 mention_share=args.pretrain_mention_share, neighbours=args.pretrain_neighbours)
         pre_summary = pretrain(model, vocab, pconfig, preprocessor=preprocessor, progress=not args.quiet,
                                mentions=selection.queries if args.pretrain_mentions else (),
                                log_path=output / "train_log.jsonl")
