@@ -57,7 +57,7 @@ def _pretrain_options(p: argparse.ArgumentParser, prefix: str = "", steps: int =
     p.add_argument(f"--{prefix}mention-share", type=float, default=0.5,
                    help="with training mentions: share of each batch pairing a mention with a name of its concept")
     p.add_argument(f"--{prefix}neighbours", type=int, default=0, metavar="G",
-                   help="build batches of groups of G mutually nearest concepts (hard negatives; default 0: random concepts)")
+                   help="build batches of groups of G nearby concepts, G >= 2 (hard negatives; default 0: random concepts)")
 
 
 def add_parsers(subparsers) -> None:

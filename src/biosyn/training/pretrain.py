@@ -54,7 +54,7 @@ class PretrainConfig:
     bf16: bool = True
     seed: int = 0
     mention_share: float = 0.5  # with training mentions: share of each batch whose pair is (mention, other name)
-    neighbours: int = 0  # > 1: batches of groups of this many mutually nearest concepts; 0: random concepts
+    neighbours: int = 0  # >= 2: batches made of groups of this many nearby concepts; 0: random concepts
 
 
 def synonym_sets(vocabulary: Vocabulary, preprocessor: Preprocessor | None = None) -> list[list[str]]:
@@ -184,6 +184,8 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
 
     With training `mentions` (single-concept ones; SapBERT's task fine-tuning pairs), a share of
     each batch (`mention_share`) pairs a training mention with another name of its concept."""
+    if config.neighbours < 0 or config.neighbours == 1:
+        raise ValueError(f"neighbours: 0 (random concepts) or a group size of at least 2, not {config.neighbours}")
     sampler = PairSampler(concept_names(vocabulary, preprocessor, mentions), config.batch_size, config.mention_share)
     encoder = model.encoder
     encoder.max_length = config.max_length
