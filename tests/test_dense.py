@@ -75,7 +75,7 @@ def test_save_and_load_round_trip(tiny, tmp_path):
     assert (tmp_path / "saved" / "model.safetensors").exists()
     assert json.loads((tmp_path / "saved" / CONFIG_FILE).read_text()) == {"pooling": "mean", "max_length": 12}
 
-    loaded = DenseEncoder.from_pretrained(tmp_path / "saved")
+    loaded = DenseEncoder.from_pretrained(tmp_path / "saved", device="cpu")
     assert (loaded.pooling, loaded.max_length, loaded.hidden_size) == ("mean", 12, 32)
     assert loaded.name_or_path == str(tmp_path / "saved")
     assert loaded.device == torch.device("cpu")

@@ -210,7 +210,7 @@ def test_train_saves_logs_plots_and_resume_matches(tmp_path, schedule):
     part.plot = interrupt
     with pytest.raises(KeyboardInterrupt):
         part.train()
-    resumed_model = BioSyn.from_pretrained(tmp_path / "part" / "model")
+    resumed_model = BioSyn.from_pretrained(tmp_path / "part" / "model", device="cpu")
     _, vocab, dictionary, mentions = _setup(tmp_path)
     config = TrainConfig(epochs=2, batch_size=3, lr=1e-3, topk=6, seed=1, bf16=False, log_every=1, schedule=schedule)
     resumed = Trainer(resumed_model, select_queries(mentions, vocab).queries, dictionary, vocab, config, tmp_path / "part",
@@ -314,7 +314,7 @@ def test_soup_averages_weights_and_refuses_mismatches(tmp_path):
     b.save_pretrained(tmp_path / "mb")
     averaged = soup([tmp_path / "ma", tmp_path / "mb"], tmp_path / "soup")
     assert averaged.sparse_weight == 1.0
-    loaded = BioSyn.from_pretrained(tmp_path / "soup")
+    loaded = BioSyn.from_pretrained(tmp_path / "soup", device="cpu")
     state = loaded.encoder.model.state_dict()
     assert all(torch.allclose(state[k], v) for k, v in expected.items())
     assert loaded.sparse_weight == 1.0 and loaded.fingerprint not in (a.fingerprint, b.fingerprint)

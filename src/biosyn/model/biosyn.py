@@ -81,11 +81,12 @@ class BioSyn:
     # -- loading and saving ----------------------------------------------------------------
 
     @classmethod
-    def from_encoder(cls, name_or_path: str | os.PathLike, *, pooling: str | None = None, max_length: int = 25, **kwargs) -> "BioSyn":
+    def from_encoder(cls, name_or_path: str | os.PathLike, *, pooling: str | None = None, max_length: int = 25,
+                     device: str | None = None, **kwargs) -> "BioSyn":
         """A fresh model around a base encoder (no sparse encoder yet: it is fit on the vocabulary)."""
         from ..encoders.dense import DenseEncoder
 
-        return cls(DenseEncoder.from_pretrained(str(name_or_path), pooling=pooling, max_length=max_length), **kwargs)
+        return cls(DenseEncoder.from_pretrained(str(name_or_path), pooling=pooling, max_length=max_length, device=device), **kwargs)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_pickle: bool = False, device: str | None = None, **hub_kwargs) -> "BioSyn":

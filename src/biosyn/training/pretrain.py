@@ -205,9 +205,9 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
     with log_file as log, tqdm(range(config.steps), desc="pretrain", unit="step", disable=not progress) as bar:
         for step in bar:
             texts, labels = sampler.draw(rng)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 emb = encoder.encode(texts)
-            loss = multi_similarity_loss(emb, torch.tensor(labels), alpha=config.alpha, beta=config.beta,
+            loss = multi_similarity_loss(emb, torch.tensor(labels, device=emb.device), alpha=config.alpha, beta=config.beta,
                                          base=config.base, epsilon=config.epsilon)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -48,7 +48,7 @@ def average_models(models: Sequence[BioSyn]) -> BioSyn:
 
 def soup(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, extra: dict | None = None) -> BioSyn:
     """Averages the model folders `paths` and saves the result to `output`."""
-    model = average_models([BioSyn.from_pretrained(p) for p in paths])
+    model = average_models([BioSyn.from_pretrained(p, device="cpu") for p in paths])  # averaging needs no GPU
     with atomic_dir(output) as tmp:
         model.save_pretrained(tmp, extra={"soup_of": [str(p) for p in paths], **(extra or {})})
     return model

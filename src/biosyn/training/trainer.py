@@ -107,7 +107,8 @@ class Trainer:
         sparse = model.sparse_encoder
         self.retriever = CandidateRetriever(sparse.transform([q.text for q in self.queries]), sparse.transform(self.names),
                                             topk=config.topk, dense_ratio=config.dense_ratio)
-        self.sparse_weight = torch.nn.Parameter(torch.tensor(float(config.sparse_weight_init)))
+        self.device = model.encoder.device
+        self.sparse_weight = torch.nn.Parameter(torch.tensor(float(config.sparse_weight_init), device=self.device))
         model.sparse_weight = float(config.sparse_weight_init)
         self.optimizer = torch.optim.AdamW([
             {"params": [p for p in model.encoder.model.parameters() if p.requires_grad],
@@ -166,7 +167,7 @@ class Trainer:
     def batch_scores(self, query_texts: list[str], candidate_names: list[list[str]], sparse: torch.Tensor) -> torch.Tensor:
         """Hybrid scores [B, K] with gradients."""
         flat = [n for row in candidate_names for n in row]
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
         with autocast:
             if self.config.fast:
                 unique = list(dict.fromkeys(query_texts + flat))
@@ -187,8 +188,8 @@ class Trainer:
     def step(self, batch: np.ndarray, candidates: np.ndarray, sparse: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         scores = self.batch_scores([self.queries[i].text for i in batch],
                                    [[self.names[j] for j in candidates[i]] for i in batch],
-                                   torch.from_numpy(sparse[batch]))
-        loss, n = marginal_nll(scores, torch.from_numpy(labels[batch]))
+                                   torch.from_numpy(sparse[batch]).to(self.device))
+        loss, n = marginal_nll(scores, torch.from_numpy(labels[batch]).to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         factor = self.lr_factor(self.state.step)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
