@@ -112,9 +112,11 @@ def test_pretrain_with_mentions_and_neighbours_then_reproduce_a_soup_of_two_seed
     assert summary["config"]["neighbours"] == 4 and summary["neighbour_seconds"] >= 0
     out = tmp_path / "run"
     assert main(["reproduce", "--model", str(tmp_path / "pre"), "--no-pretrain", "--seeds", "0", "1", "--epochs", "1",
-                 "--max-steps", "2", "--batch-size", "4", "--add-gold", "--schedule", "linear", "--output", str(out), *data]) == 0
+                 "--max-steps", "2", "--batch-size", "4", "--add-gold", "--schedule", "linear", "--device", "cpu", "--output", str(out),
+                 *data]) == 0
     result = json.loads((out / "results.json").read_text())
     assert result["seeds"] == [0, 1] and [r["seed"] for r in result["runs"]] == [0, 1]
+    assert result["machine"]["device"] == "cpu"
     assert all(r["test"]["queries"] == 960 for r in result["runs"]) and result["test"]["queries"] == 960
     assert result["training"]["config"]["add_gold"] and result["training"]["config"]["schedule"] == "linear"
     config = json.loads((out / "model" / "biosyn.json").read_text())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..data.locate import CORPORA
 
+DEVICE_HELP = "torch device for the encoder, e.g. cpu, cuda, cuda:1 (default: cuda when there is one, else cpu)"
 BASE_HELP = "base encoder: 'minilm' (the packaged all-MiniLM-L6-v2), a biosyn model folder (e.g. `biosyn pretrain` output) or a transformers folder"
 
 
@@ -27,6 +28,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-bf16", action="store_true", help="fp32 instead of bf16 autocast")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -97,6 +99,7 @@ def add_parsers(subparsers) -> None:
     rep.add_argument("--max-length", type=int, default=25)
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--no-bf16", action="store_true")
+    rep.add_argument("--device", help=DEVICE_HELP)
     rep.add_argument("--quiet", action="store_true")
     _train_options(rep)
     _pretrain_options(rep, "pretrain-")
@@ -111,22 +114,23 @@ def _add_soup_parser(subparsers) -> None:
     soup.add_argument("--output", required=True, help="folder for the averaged model")
 
 
-def load_base(spec: str, *, pooling: str | None, max_length: int, similarity: str | None = None, scale: float | None = None):
+def load_base(spec: str, *, pooling: str | None, max_length: int, similarity: str | None = None, scale: float | None = None,
+              device: str | None = None):
     from ..model.presets import MINILM, minilm_path
     from ..model.biosyn import CONFIG_FILE, BioSyn
 
     if spec == "minilm":
         model = BioSyn.from_encoder(minilm_path(), pooling=pooling or MINILM["pooling"], max_length=max_length,
-                                    similarity=MINILM["similarity"], scale=MINILM["scale"])
+                                    similarity=MINILM["similarity"], scale=MINILM["scale"], device=device)
         model.base_model = "sentence-transformers/all-MiniLM-L6-v2"
     elif (Path(spec) / CONFIG_FILE).exists():
-        model = BioSyn.from_pretrained(spec)
+        model = BioSyn.from_pretrained(spec, device=device)
         cfg = json.loads((Path(spec) / CONFIG_FILE).read_text())
         model.base_model = cfg.get("base_model", spec)
         if pooling:
             model.encoder.pooling = pooling
     else:
-        model = BioSyn.from_encoder(spec, pooling=pooling, max_length=max_length)
+        model = BioSyn.from_encoder(spec, pooling=pooling, max_length=max_length, device=device)
         model.base_model = spec
     model.encoder.max_length = max_length
     if similarity:
@@ -167,10 +171,11 @@ def cmd_train(args) -> int:
     if args.resume:
         if not (output / MODEL_DIR / "biosyn.json").exists():
             raise FileNotFoundError(f"{output / MODEL_DIR}: nothing to resume")
-        model = BioSyn.from_pretrained(output / MODEL_DIR)
+        model = BioSyn.from_pretrained(output / MODEL_DIR, device=args.device)
         model.base_model = json.loads((output / MODEL_DIR / "biosyn.json").read_text()).get("base_model", args.model)
     else:
-        model = load_base(args.model, pooling=args.pooling, max_length=args.max_length, similarity=args.similarity, scale=args.scale)
+        model = load_base(args.model, pooling=args.pooling, max_length=args.max_length, similarity=args.similarity, scale=args.scale,
+                          device=args.device)
     card = {"base_model": model.base_model, "corpus": args.corpus, "splits": splits, "similarity": f"{model.similarity} (scale {model.scale})",
             "command": _command_line()}
     trainer = Trainer(model, selection.queries, dictionary, vocab, _train_config(args), output, dev=dev,
@@ -198,7 +203,7 @@ def cmd_pretrain(args) -> int:
     else:
         vocab = load_vocabulary(args.vocabulary or corpus_files(args.corpus).vocabulary, data_dir=args.data_dir)
         preprocessor = corpus_preprocessor(args.corpus, args.data_dir)
-    model = load_base(args.model, pooling=args.pooling, max_length=args.max_length)
+    model = load_base(args.model, pooling=args.pooling, max_length=args.max_length, device=args.device)
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
                             bf16=not args.no_bf16, seed=args.seed, mention_share=args.mention_share,
                             neighbours=args.neighbours)

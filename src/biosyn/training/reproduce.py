@@ -33,7 +33,9 @@ def reproduce(args, command: str) -> dict:
     started = time.perf_counter()
     selection, vocab, dictionary, preprocessor = corpus_training_queries(args.corpus, ["train", "dev"], data_dir=args.data_dir,
                                                                          vocabulary=args.vocabulary)
-    model = load_base(args.model, pooling=args.pooling, max_length=args.max_length, similarity=args.similarity, scale=args.scale)
+    model = load_base(args.model, pooling=args.pooling, max_length=args.max_length, similarity=args.similarity, scale=args.scale,
+                      device=args.device)
+    device = model.encoder.device
     seconds["prepare"] = round(time.perf_counter() - started, 1)
     pre_summary = None
     if not args.no_pretrain:
@@ -51,7 +53,7 @@ def reproduce(args, command: str) -> dict:
     benchmark = load_benchmark(args.corpus, "test", data_dir=args.data_dir, vocabulary=args.vocabulary, preprocessor=preprocessor)
 
     def test_figures(folder: Path) -> dict:
-        final = BioSyn.from_pretrained(folder)  # what was saved is what is measured
+        final = BioSyn.from_pretrained(folder, device=args.device)  # what was saved is what is measured
         final.build_index(benchmark.dictionary, benchmark.vocabulary, progress=not args.quiet)
         return run_evaluation(final, benchmark, k=5, mode="hybrid").result.summary()
 
@@ -91,7 +93,8 @@ def reproduce(args, command: str) -> dict:
         "seeds": seeds, "runs": runs if len(seeds) > 1 else None,
         "sparse_weight": final_config["sparse_weight"], "similarity": final_config["similarity"], "scale": final_config["scale"],
         "seconds": seconds,
-        "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads()},
+        "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "device": str(device),
+                    **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {})},
         "versions": {"biosyn": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                      "numpy": numpy.__version__, "python": platform.python_version()},
     }
