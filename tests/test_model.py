@@ -57,12 +57,18 @@ def test_hybrid_search_matches_brute_force(tmp_path, vocab):
     queries = ["breast tumour", "wilsons disease", "lynch", "ovary cancer"]
     dense = model.embed(queries, queries=True) @ index.dense_matrix.T
     sparse = (index.sparse_encoder.transform(queries) @ index.sparse_matrix.T).toarray()
+    row_of = {name: i for i, name in enumerate(dictionary.names)}
     for mode, full in (("dense", dense), ("sparse", sparse), ("hybrid", dense + 0.7 * sparse)):
         ranked = model.rank(queries, k=4, mode=mode)
         for row, cands in zip(full, ranked):
-            want = np.argsort(-row, kind="stable")[:4]
-            assert [c.name for c in cands] == [dictionary.names[i] for i in want]
-            np.testing.assert_allclose([c.score for c in cands], row[want], rtol=1e-4, atol=1e-5)
+            scores = [c.score for c in cands]
+            np.testing.assert_allclose(scores, row[[row_of[c.name] for c in cands]], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(scores, np.sort(row)[::-1][:4], rtol=1e-4, atol=1e-5)
+            want = np.argsort(-row, kind="stable")[:5]
+            # The random tiny BERT's dense scores differ by ~1e-5, float noise that orders them differently
+            # across torch and BLAS versions; the names must match exactly only where the ranking is clear.
+            if np.abs(np.diff(row[want])).min() > 1e-3:
+                assert [c.name for c in cands] == [dictionary.names[i] for i in want[:4]]
 
 
 def test_approximate_search_agrees_on_small_index(tmp_path, vocab):
