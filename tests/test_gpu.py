@@ -9,23 +9,16 @@ from biosyn.encoders.dense import DenseEncoder
 from biosyn.model.biosyn import BioSyn
 from biosyn.training.pretrain import PretrainConfig, pretrain
 from biosyn.training.queries import select_queries
-from biosyn.training.trainer import TrainConfig, Trainer
+from biosyn.training.trainer import Trainer
 
-from test_training import _setup
+from test_training import _setup, _trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _trainer(tmp_path, device, out, epochs=1, **kw):
-    model, vocab, dictionary, mentions = _setup(tmp_path)
-    model.encoder.model.to(device)
-    config = TrainConfig(**{"epochs": epochs, "batch_size": 3, "lr": 1e-3, "topk": 6, "seed": 1, "log_every": 1, **kw})
-    return Trainer(model, select_queries(mentions, vocab).queries, dictionary, vocab, config, out, progress=False)
-
-
 def test_gpu_scores_match_the_cpu(tmp_path):
-    cpu = _trainer(tmp_path, "cpu", tmp_path / "a", bf16=False)
-    gpu = _trainer(tmp_path, "cuda", tmp_path / "b", bf16=False)
+    cpu = _trainer(tmp_path, tmp_path / "a", 1)
+    gpu = _trainer(tmp_path, tmp_path / "b", 1, device="cuda")
     cand, sparse, _ = cpu.retrieve()
     texts = [q.text for q in cpu.queries]
     names = [[cpu.names[j] for j in row] for row in cand]
@@ -38,7 +31,7 @@ def test_gpu_scores_match_the_cpu(tmp_path):
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_training_on_the_gpu_lowers_the_loss_saves_and_resumes(tmp_path, bf16):
-    trainer = _trainer(tmp_path, "cuda", tmp_path / "run", epochs=2, bf16=bf16)
+    trainer = _trainer(tmp_path, tmp_path / "run", 2, device="cuda", bf16=bf16)
     assert trainer.sparse_weight.device.type == "cuda"
     cand, sparse, labels = trainer.retrieve()
     batch = np.arange(len(trainer.queries))
@@ -48,7 +41,7 @@ def test_training_on_the_gpu_lowers_the_loss_saves_and_resumes(tmp_path, bf16):
         trainer.step(batch, cand, sparse, labels)
     assert trainer.step(batch, cand, sparse, labels)[0] < before
 
-    part = _trainer(tmp_path, "cuda", tmp_path / "part", epochs=2, bf16=bf16)
+    part = _trainer(tmp_path, tmp_path / "part", 2, device="cuda", bf16=bf16)
 
     def interrupt(*_):
         raise KeyboardInterrupt

@@ -124,8 +124,9 @@ def test_retriever_sparse_dense_split(tmp_path):
 
 # -- training ---------------------------------------------------------------------------------
 
-def _trainer(tmp_path, out, epochs, **kw):
+def _trainer(tmp_path, out, epochs, device="cpu", **kw):
     model, vocab, dictionary, mentions = _setup(tmp_path)
+    model.encoder.model.to(device)
     config = TrainConfig(**{"epochs": epochs, "batch_size": 3, "lr": 1e-3, "topk": 6, "seed": 1, "bf16": False,
                             "log_every": 1, **kw})
     return Trainer(model, select_queries(mentions, vocab).queries, dictionary, vocab, config, out, progress=False)
