@@ -31,3 +31,22 @@ def tiny_vocabulary() -> Vocabulary:
         Concept("D003123", "Colorectal Neoplasms, Hereditary Nonpolyposis", (), ("Lynch Syndrome", "HNPCC")),
         Concept("D009369", "Neoplasms", (), ("Cancer", "Tumor")),
     ])
+
+
+def tiny_tagger(folder: Path, seed: int = 0, hidden: int = 32, **options):
+    """An untrained DiseaseTagger (random BIO head) over a tiny BERT with a fast tokenizer, saved to `folder`."""
+    from transformers import BertForTokenClassification, BertTokenizerFast
+
+    from biosyn.ner.labels import ID2LABEL, LABEL2ID
+    from biosyn.ner.tagger import DiseaseTagger, TaggerOptions
+
+    _, slow = tiny_bert(folder, seed=seed, hidden=hidden)
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=len(ID2LABEL),
+                        id2label=ID2LABEL, label2id=LABEL2ID)
+    tagger = DiseaseTagger(BertForTokenClassification(config).eval(), tokenizer,
+                           TaggerOptions(**{"max_length": 32, "overlap": 8, **options}))
+    tagger.save_pretrained(folder)
+    return tagger

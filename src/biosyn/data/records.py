@@ -176,3 +176,12 @@ class Candidate:
     sparse: float | None = None
     concepts: tuple[str, ...] = ()  # main IDs of the concepts behind `ids`
     preferred_names: tuple[str, ...] = ()  # their preferred names, in the same order
+
+    @property
+    def concept_id(self) -> str:
+        """The one ID this candidate answers with: its first concept's main ID, else its first ID."""
+        return self.concepts[0] if self.concepts else self.ids[0]
+
+    @property
+    def preferred_name(self) -> str:
+        return self.preferred_names[0] if self.preferred_names else self.name

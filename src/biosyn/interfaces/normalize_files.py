@@ -33,13 +33,13 @@ def candidate_json(c) -> dict:
 
 def result_json(result) -> dict:
     return {"mention": result.mention, "parts": list(result.parts),
-            "ids": [c.concepts[0] if c.concepts else c.ids[0] for c in result.top],
+            "ids": [c.concept_id for c in result.top],
             "candidates": [[candidate_json(c) for c in part] for part in result.candidates]}
 
 
 def top_ids(result) -> str:
     """The best concept of each part, joined by `|` as PubTator joins a composite's IDs."""
-    return "|".join(dict.fromkeys(c.concepts[0] if c.concepts else c.ids[0] for c in result.top)) or "-1"
+    return "|".join(dict.fromkeys(c.concept_id for c in result.top)) or "-1"
 
 
 def print_results(results, *, as_json: bool = False, out=None) -> None:
@@ -129,7 +129,7 @@ def _render(fmt, records, results, docs) -> str:
     if fmt == "tsv":
         rows = ["mention\ttext\tids\tpreferred_names\tscore"]
         for (mention, text, _), r in zip(records, results):
-            names = "|".join(c.preferred_names[0] if c.preferred_names else c.name for c in r.top)
+            names = "|".join(c.preferred_name for c in r.top)
             score = "|".join(f"{c.score:.4f}" for c in r.top)
             rows.append(f"{mention}\t{text or ''}\t{top_ids(r)}\t{names}\t{score}")
         return "\n".join(rows) + "\n"

@@ -1,0 +1,1 @@
+"""Text to concepts: the tagger and the linker joined (`Annotator`)."""

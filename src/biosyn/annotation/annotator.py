@@ -1,0 +1,104 @@
+"""Raw text to concept IDs: the tagger finds disease mentions, the BioSyn model links each one.
+
+Linking sees each mention's whole document, so abbreviations defined there (Ab3P) are resolved and
+composite mentions ("breast and ovarian cancer") are split, exactly as `BioSyn.normalize` does for
+mentions given by hand. Documents that already carry mention spans can be linked without tagging.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..data.records import Document, Mention
+from ..model.biosyn import BioSyn, Normalization
+from ..ner.tagger import DiseaseTagger
+
+
+@dataclass(frozen=True)
+class LinkedMention:
+    """A span of a text with the best concept of each of its parts."""
+
+    start: int
+    end: int
+    text: str
+    type: str
+    normalization: Normalization = field(repr=False, compare=False)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.concept_id for c in self.normalization.top))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.preferred_name for c in self.normalization.top)
+
+    @property
+    def scores(self) -> tuple[float, ...]:
+        return tuple(c.score for c in self.normalization.top)
+
+    def as_mention(self) -> Mention:
+        return Mention(self.start, self.end, self.text, self.type, self.ids)
+
+
+@dataclass
+class Timings:
+    """Wall seconds spent in each stage, summed over calls."""
+
+    tagger: float = 0.0
+    linker: float = 0.0
+    documents: int = 0
+    mentions: int = 0
+
+
+class Annotator:
+    """`Annotator(tagger, linker).annotate(texts)`: mentions with concept IDs for each text.
+
+    `linker` is a BioSyn model with an index. Without a tagger only documents that carry their
+    mention spans can be annotated. Not thread-safe, like its parts.
+    """
+
+    def __init__(self, tagger: DiseaseTagger | None, linker: BioSyn, *, mode: str | None = None):
+        if linker.index is None:
+            raise ValueError("the linker has no index: build or attach one first")
+        self.tagger, self.linker, self.mode = tagger, linker, mode
+        self.timings = Timings()
+
+    def find(self, texts: Sequence[str]) -> list[list[Mention]]:
+        if self.tagger is None:
+            raise ValueError("no tagger: give documents with mention spans, or load a tagger to find them")
+        started = time.perf_counter()
+        found = self.tagger.tag(list(texts))
+        self.timings.tagger += time.perf_counter() - started
+        return found
+
+    def link(self, texts: Sequence[str], spans: Sequence[Sequence[Mention]]) -> list[list[LinkedMention]]:
+        """Links given spans; `spans[i]` are character spans into `texts[i]`."""
+        started = time.perf_counter()
+        mentions = [m.text for ms in spans for m in ms]
+        contexts = [t for t, ms in zip(texts, spans) for _ in ms]
+        results = iter(self.linker.normalize(mentions, 1, mode=self.mode, texts=contexts) if mentions else [])
+        out = [[LinkedMention(m.start, m.end, m.text, m.type, next(results)) for m in ms] for ms in spans]
+        self.timings.linker += time.perf_counter() - started
+        self.timings.documents += len(texts)
+        self.timings.mentions += len(mentions)
+        return out
+
+    def annotate(self, texts: Sequence[str]) -> list[list[LinkedMention]]:
+        if isinstance(texts, str):
+            raise TypeError("annotate takes a list of texts; wrap a single text in a list")
+        return self.link(texts, self.find(texts))
+
+    def annotate_documents(self, docs: Sequence[Document], *, find: bool | None = None) -> list[Document]:
+        """Copies of `docs` whose mentions carry concept IDs. Mentions are found by the tagger when
+        `find` is true, or (the default, None) for each document that has none of its own."""
+        docs = list(docs)
+        to_find = [i for i, d in enumerate(docs) if find or (find is None and not d.mentions)]
+        spans: list[Sequence[Mention]] = [d.mentions for d in docs]
+        if to_find:
+            for i, found in zip(to_find, self.find([docs[i].text for i in to_find])):
+                spans[i] = found
+        linked = self.link([d.text for d in docs], spans)
+        return [Document(d.pmid, d.title, d.abstract, [m.as_mention() for m in ms], list(d.relations))
+                for d, ms in zip(docs, linked)]

@@ -1,0 +1,141 @@
+"""Fine-tuning the disease tagger: BIO labels on whole documents, read through the same windows as
+inference, AdamW with linear warm-up and decay, the best epoch on dev kept.
+
+Every mention type of the corpus is one entity (Disease), as in the NER literature on NCBI disease.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.records import Document
+from ..ner.labels import BEGIN, IGNORE, INSIDE, OUTSIDE
+from ..ner.tagger import DiseaseTagger
+from ..ner.windows import TokenizedText, tokenize, windows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaggerTrainingConfig:
+    epochs: int = 4
+    lr: float = 1e-4
+    batch_size: int = 8
+    warmup: float = 0.1  # share of all steps spent warming up
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+def word_labels(tokenized: TokenizedText, doc: Document) -> list[int]:
+    """BIO label of each word: the first word a mention overlaps is B, the rest I."""
+    labels = [OUTSIDE] * len(tokenized.words)
+    for m in sorted(doc.mentions, key=lambda m: (m.start, m.end)):
+        first = True
+        for i, (ws, we) in enumerate(tokenized.words):
+            if ws < m.end and m.start < we and labels[i] == OUTSIDE:
+                labels[i] = BEGIN if first else INSIDE
+                first = False
+    return labels
+
+
+def training_windows(tagger: DiseaseTagger, docs: Sequence[Document]) -> list[tuple[list[int], list[int]]]:
+    """(input ids with [CLS]/[SEP], labels) per window; only a word's first sub-token is labelled."""
+    tok = tagger.tokenizer
+    out = []
+    for doc in docs:
+        tokenized = tokenize(tok, doc.text)
+        token_labels = [IGNORE] * len(tokenized)
+        for first, label in zip(tokenized.first_token, word_labels(tokenized, doc)):
+            token_labels[first] = label
+        for s, e, _, _ in windows(len(tokenized), tagger.options.body, tagger.options.overlap):
+            if e > s:
+                out.append(([tok.cls_token_id, *tokenized.input_ids[s:e], tok.sep_token_id],
+                            [IGNORE, *token_labels[s:e], IGNORE]))
+    return out
+
+
+def _batch(examples, pad_id: int, device) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (x, y) in enumerate(examples):
+        ids[row, :len(x)] = torch.tensor(x)
+        labels[row, :len(y)] = torch.tensor(y)
+        mask[row, :len(x)] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def train_tagger(tagger: DiseaseTagger, train_docs: Sequence[Document], config: TaggerTrainingConfig, *,
+                 evaluate: Callable[[DiseaseTagger], float] | None = None, progress: bool = True) -> dict:
+    """Trains `tagger` in place. With `evaluate` (a dev score, higher is better) the best epoch's
+    weights are kept. Returns the training record (losses, dev scores, seconds)."""
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    examples = training_windows(tagger, train_docs)
+    model = tagger.model
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    steps_per_epoch = (len(examples) + config.batch_size - 1) // config.batch_size
+    total = max(1, steps_per_epoch * config.epochs)
+    warmup = int(config.warmup * total)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    record = {"config": asdict(config), "windows": len(examples), "documents": len(train_docs), "epochs": []}
+    best_score, best_state = -1.0, None
+    started = time.perf_counter()
+    rng = random.Random(config.seed)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        losses = []
+        epoch_start = time.perf_counter()
+        with tqdm(total=steps_per_epoch, unit="steps", desc=f"epoch {epoch}/{config.epochs}", disable=not progress) as bar:
+            for b in range(0, len(order), config.batch_size):
+                batch = _batch([examples[i] for i in order[b:b + config.batch_size]], tagger.tokenizer.pad_token_id, tagger.device)
+                loss = model(**batch).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "seconds": round(time.perf_counter() - epoch_start, 1)}
+        if evaluate is not None:
+            model.eval()
+            entry["dev"] = round(float(evaluate(tagger)), 4)
+            if entry["dev"] > best_score:
+                best_score, best_state = entry["dev"], copy.deepcopy(model.state_dict())
+        record["epochs"].append(entry)
+        log.info("tagger epoch %s: %s", epoch, entry)
+        if progress:
+            tqdm.write(f"epoch {epoch}: {entry}")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        record["best_epoch"] = max(record["epochs"], key=lambda e: e["dev"])["epoch"]
+        record["best_dev"] = best_score
+    model.eval()
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    return record
