@@ -21,8 +21,11 @@ from ..search.index import IndexMismatchError, NameIndex, fingerprint_dictionary
 log = logging.getLogger(__name__)
 
 ENV_MODEL = "BIOSYN_MODEL"
+ENV_TAGGER = "BIOSYN_TAGGER"
 # Where `biosyn reproduce` and `biosyn train` put their final model by default.
 TRAINED_DEFAULT = Path("runs") / "ncbi-disease" / "model"
+# Where `biosyn tagger train` puts its tagger by default.
+TAGGER_DEFAULT = Path("runs") / "ncbi-disease" / "tagger"
 
 
 def default_model_spec() -> str:
@@ -46,6 +49,24 @@ def load_model(spec: str | None, *, trust_pickle: bool = False, bf16: bool = Fal
     model.embed_options["bf16"] = bf16
     model.spec = spec
     return model
+
+
+def default_tagger_spec() -> str:
+    if os.environ.get(ENV_TAGGER):
+        return os.environ[ENV_TAGGER]
+    if (TAGGER_DEFAULT / "config.json").exists():
+        return str(TAGGER_DEFAULT)
+    raise FileNotFoundError(f"no disease tagger: train one with `biosyn tagger train --output {TAGGER_DEFAULT}` "
+                            f"(about 20 min on 2 cores), or name one with --tagger or ${ENV_TAGGER}")
+
+
+def load_tagger(spec: str | None = None, **hub_kwargs):
+    """A tagger folder or hub id; default: $BIOSYN_TAGGER, else the trained runs/ncbi-disease/tagger."""
+    from ..model.biosyn import _local_or_download
+    from ..ner.tagger import DiseaseTagger
+
+    spec = spec or default_tagger_spec()
+    return DiseaseTagger.from_pretrained(_local_or_download(spec, hub_kwargs))
 
 
 def cache_dir() -> Path:
