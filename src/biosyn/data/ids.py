@@ -32,3 +32,10 @@ def split_ids(raw: str) -> tuple[str, ...]:
 
 def join_ids(ids) -> str:
     return "|".join(ids)
+
+
+def curie(concept_id: str) -> str:
+    """The prefixed form that PubTator and BioC files use: `D001943` → `MESH:D001943`, `114480` → `OMIM:114480`."""
+    if concept_id[:1] in ("C", "D") and concept_id[1:].isdigit():
+        return f"MESH:{concept_id}"
+    return f"OMIM:{concept_id}" if concept_id.isdigit() else concept_id

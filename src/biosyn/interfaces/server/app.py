@@ -13,7 +13,6 @@ import asyncio
 import platform
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
@@ -24,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from ...data.bioc import bioc_collection
 from ...data.errors import FormatError
 from ...data.ids import normalize_id
 from ...data.pubtator import format_pubtator, parse_pubtator
@@ -382,7 +382,7 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
         if output == "pubtator":
             return {"pubtator": "\n".join(format_pubtator(_with_ids(d, pairs)) for d, pairs in filled)}
         if output == "bioc":
-            return {"bioc": _bioc(filled)}
+            return {"bioc": bioc_collection(_with_ids(d, pairs) for d, pairs in filled)}
         return {"documents": [{"id": d.pmid, "text": d.text, "mentions": [_span_json(m, r) for m, r in pairs]}
                               for d, pairs in filled]}
 
@@ -425,36 +425,6 @@ def _span_json(m: Mention, r) -> dict:
     return {"start": m.start, "end": m.end, "text": m.text, "type": m.type, "ids": top_ids(r).split("|"),
             "names": [c.preferred_names[0] if c.preferred_names else c.name for c in r.top],
             "scores": [round(c.score, 6) for c in r.top]}
-
-
-def _curie(concept_id: str) -> str:
-    """BioC and PubTator's prefixed form: MESH:D001943, OMIM:114480."""
-    if concept_id[:1] in ("C", "D") and concept_id[1:].isdigit():
-        return f"MESH:{concept_id}"
-    return f"OMIM:{concept_id}" if concept_id.isdigit() else concept_id
-
-
-def _bioc(filled) -> dict:
-    """A BioC JSON collection: a title and an abstract passage per document (one passage for
-    JSON documents), each with the annotations inside it."""
-    documents, n = [], 0
-    for doc, pairs in filled:
-        passages = ([("title", 0, doc.title), ("abstract", len(doc.title) + 1, doc.abstract)] if doc.abstract
-                    else [("text", 0, doc.title)])
-        out = []
-        for kind, offset, text in passages:
-            annotations = []
-            for m, r in pairs:
-                if offset <= m.start < offset + len(text) + 1:
-                    identifier = ",".join(_curie(i) for i in top_ids(r).split("|"))
-                    annotations.append({"id": str(n), "text": m.text, "infons": {"type": m.type, "identifier": identifier},
-                                        "locations": [{"offset": m.start, "length": m.end - m.start}]})
-                    n += 1
-            out.append({"offset": offset, "infons": {"type": kind}, "text": text, "sentences": [],
-                        "annotations": annotations, "relations": []})
-        documents.append({"id": doc.pmid, "infons": {}, "passages": out, "relations": []})
-    return {"source": "biosyn", "date": datetime.now(timezone.utc).strftime("%Y%m%d"), "key": "",
-            "infons": {}, "documents": documents}
 
 
 def _add_error_handlers(app: FastAPI) -> None:
