@@ -50,3 +50,22 @@ def tiny_tagger(folder: Path, seed: int = 0, hidden: int = 32, **options):
                            TaggerOptions(**{"max_length": 32, "overlap": 8, **options}))
     tagger.save_pretrained(folder)
     return tagger
+
+
+class FakeTagger:
+    """A deterministic stand-in for DiseaseTagger: every case-insensitive, whole-word occurrence of
+    one of `names` is a Disease mention (the longest name first where two overlap)."""
+
+    def __init__(self, names=("Lynch syndrome", "HNPCC", "colorectal cancer", "breast cancer", "ovarian cancer",
+                              "Wilson disease", "WD", "cancer")):
+        import re
+
+        self.pattern = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + r")\b",
+                                  re.IGNORECASE)
+        self.calls: list[list[str]] = []
+
+    def tag(self, texts):
+        from biosyn.data.records import Mention
+
+        self.calls.append(list(texts))
+        return [[Mention(m.start(), m.end(), m.group(), "Disease") for m in self.pattern.finditer(t)] for t in texts]

@@ -9,6 +9,7 @@ documents), ID fields with leading spaces, mention texts with trailing spaces, `
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Collection, Iterable, Iterator
 
@@ -100,10 +101,17 @@ def _parse_mention(fields: list[str], doc: Document, source: str, line_no: int) 
     return Mention(start=start, end=end, text=fields[3].strip(), type=fields[4].strip(), ids=ids)
 
 
+# Characters that would end a PubTator line or field early; each becomes one space, so offsets hold.
+_LINE_BREAKING = re.compile("[\t\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+
+
 def format_pubtator(doc: Document) -> str:
-    lines = [f"{doc.pmid}|t|{doc.title}", f"{doc.pmid}|a|{doc.abstract}"]
+    """A PubTator block. A text with line breaks or tabs (plain text read as one document) has
+    each of them written as a space: PubTator has one line per title or abstract."""
+    pmid, title, abstract = (_LINE_BREAKING.sub(" ", s) for s in (doc.pmid, doc.title, doc.abstract))
+    lines = [f"{pmid}|t|{title}", f"{pmid}|a|{abstract}"]
     for m in doc.mentions:
-        lines.append(f"{doc.pmid}\t{m.start}\t{m.end}\t{m.text}\t{m.type}\t{'|'.join(m.ids) if m.ids else '-1'}")
+        lines.append(f"{pmid}\t{m.start}\t{m.end}\t{_LINE_BREAKING.sub(' ', m.text)}\t{m.type}\t{'|'.join(m.ids) if m.ids else '-1'}")
     for r in doc.relations:
         lines.append("\t".join((doc.pmid, r.type, *r.arguments)))
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ import time
 
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
 from ..training import cli as training_cli
+from .annotate_files import add_annotate_parser, cmd_annotate
 from .server.cli import add_serve_parser, cmd_serve
 
 log = logging.getLogger("biosyn")
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(norm)
     _data_options(norm)
 
+    add_annotate_parser(sub)
     add_serve_parser(sub)
     training_cli.add_parsers(sub)
     return parser
@@ -212,20 +214,13 @@ def cmd_index(args) -> int:
 
 
 def cmd_normalize(args) -> int:
-    from .loading import attach_index, load_model
+    from .loading import load_linker
     from .normalize_files import normalize_file, print_results
-    from .vocabulary_setup import dictionary_for
 
     if not args.mentions and not args.input:
         raise ValueError("give mentions as arguments or a file with --input")
-    model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16)
-    if args.index:
-        from ..search.index import NameIndex
-
-        model.use_index(NameIndex.load(args.index))
-    else:
-        vocabulary, dictionary = dictionary_for(args.vocabulary, None, args.add_mentions, args.data_dir, default_mentions=True)
-        attach_index(model, dictionary, vocabulary)
+    model = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, add_mentions=args.add_mentions,
+                        data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16)
     if args.input:
         written, skipped = normalize_file(model, args.input, args.output, k=args.k, mode=args.mode, approximate=args.approximate)
         print(f"normalised {written} mentions into {args.output or 'standard output'}" + (f"; skipped {skipped} bad records" if skipped else ""),
@@ -236,7 +231,8 @@ def cmd_normalize(args) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "evaluate": cmd_evaluate, "index": cmd_index, "normalize": cmd_normalize, "serve": cmd_serve,
+COMMANDS = {"data": cmd_data, "evaluate": cmd_evaluate, "index": cmd_index, "normalize": cmd_normalize, "annotate": cmd_annotate,
+            "serve": cmd_serve,
             **training_cli.COMMANDS}
 
 

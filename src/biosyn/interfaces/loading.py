@@ -66,7 +66,30 @@ def load_tagger(spec: str | None = None, **hub_kwargs):
     from ..ner.tagger import DiseaseTagger
 
     spec = spec or default_tagger_spec()
-    return DiseaseTagger.from_pretrained(_local_or_download(spec, hub_kwargs))
+    try:
+        folder = _local_or_download(spec, hub_kwargs)
+    except Exception as error:  # the hub's errors (offline, no such repo, a bad id) all mean the same here
+        raise FileNotFoundError(f"tagger {spec!r} is neither a folder here nor a hub model that could be "
+                                f"downloaded ({type(error).__name__}: {error})") from error
+    tagger = DiseaseTagger.from_pretrained(folder)
+    tagger.spec = spec
+    return tagger
+
+
+def load_linker(spec: str | None = None, *, index: str | os.PathLike | None = None, vocabulary: str = "medic-2012",
+                add_mentions: str | None = None, data_dir: str | os.PathLike | None = None, trust_pickle: bool = False,
+                bf16: bool = False) -> BioSyn:
+    """A model with its index: a saved `index` folder, else one built (or cached) for `vocabulary`
+    (MEDIC 2012 also gets the NCBI disease train and dev mentions when present, as BioSyn's test dictionary)."""
+    model = load_model(spec, trust_pickle=trust_pickle, bf16=bf16)
+    if index:
+        model.use_index(NameIndex.load(index))
+    else:
+        from .vocabulary_setup import dictionary_for
+
+        vocab, dictionary = dictionary_for(vocabulary, None, add_mentions, data_dir, default_mentions=True)
+        attach_index(model, dictionary, vocab)
+    return model
 
 
 def cache_dir() -> Path:

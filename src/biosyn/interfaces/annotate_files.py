@@ -1,0 +1,345 @@
+"""`biosyn annotate`: raw text in, disease mentions with concept IDs out.
+
+Input is text given as arguments, or `--input`: a file, a folder of `.txt` files or a glob. Each
+file is read as JSONL (`.jsonl`: `{"id", "text", "mentions"?}` a line), PubTator (when its first
+line is `PMID|t|…`) or plain text (the whole file is one document, its ID the file's stem).
+Offsets count characters of the decoded text exactly as it is in the file (CRLF kept, a leading
+byte-order mark dropped).
+
+A bad document (undecodable bytes, binary data, a broken JSONL line, PubTator with broken
+offsets, or one the models fail on) is skipped with a message naming the file and line; the
+others go on. Documents in = documents annotated + documents skipped, and each skipped one is
+listed on stderr (and, in JSONL output, as an `{"id", "error"}` line in its place).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..data.atomic import atomic_write
+from ..data.bioc import bioc_collection
+from ..data.errors import FormatError
+from ..data.pubtator import format_pubtator, parse_pubtator
+from ..data.records import Document, Mention
+
+OUTPUT_FORMATS = ("pubtator", "bioc", "jsonl")
+INPUT_FORMATS = ("text", "pubtator", "jsonl")
+BATCH = 16  # documents per tagger and linker call
+_PUBTATOR_TITLE = re.compile(r"^[^|\t]+\|[ta]\|")
+
+
+@dataclass
+class Source:
+    """One input document, or the reason it was skipped (`doc` is None then)."""
+
+    id: str
+    doc: Document | None
+    spans: list[Mention] | None = None  # None: the tagger finds them
+    error: str | None = None
+    record: dict = field(default_factory=dict)  # a JSONL record's own fields, written back with the result
+    linked: list = field(default_factory=list)  # LinkedMentions, once annotated
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def input_paths(spec: str) -> list[Path]:
+    """A file, the `.txt` files of a folder, or the files a glob matches, in name order."""
+    path = Path(spec)
+    if path.is_dir():
+        paths = sorted(p for p in path.glob("*.txt") if p.is_file())
+    elif path.exists():
+        paths = [path]
+    else:
+        paths = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+    if not paths:
+        raise FileNotFoundError(f"--input {spec}: no such file, no .txt files in that folder, or nothing matches that glob")
+    return paths
+
+
+def read_sources(spec: str, input_format: str | None = None, *, find: bool = False) -> list[Source]:
+    sources: list[Source] = []
+    for path in input_paths(spec):
+        raw = path.read_bytes()
+        fmt = input_format or _sniff(path, raw)
+        if fmt == "jsonl":
+            sources += _read_jsonl(path, raw, find)
+        elif fmt == "pubtator":
+            sources += _read_pubtator(path, raw, find)
+        else:
+            try:
+                text = _decode(path, raw)
+                sources.append(Source(path.stem, Document(path.stem, text)))
+            except FormatError as error:
+                sources.append(Source(path.stem, None, error=str(error)))
+    return sources
+
+
+def text_sources(texts: list[str]) -> list[Source]:
+    return [Source(str(i), Document(str(i), text)) for i, text in enumerate(texts, start=1)]
+
+
+def _sniff(path: Path, raw: bytes) -> str:
+    if path.suffix.lower() == ".jsonl":
+        return "jsonl"
+    first = next((line for line in raw[:4096].splitlines() if line.strip()), b"")
+    return "pubtator" if _PUBTATOR_TITLE.match(first.decode("utf-8", "replace")) else "text"
+
+
+def _decode(path: Path, raw: bytes, line: int | None = None) -> str:
+    """UTF-8 text, or a FormatError naming the line of the first bad byte (`line`: the chunk's own)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        where = line or raw.count(b"\n", 0, error.start) + 1
+        raise FormatError(path, where, "encoding", f"not UTF-8 text (byte 0x{raw[error.start]:02x})") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise FormatError(path, line or text.count("\n", 0, nul) + 1, "text", "binary data (a NUL character)")
+    return text.removeprefix("\ufeff")
+
+
+def _read_jsonl(path: Path, raw: bytes, find: bool) -> list[Source]:
+    sources = []
+    for line_no, chunk in enumerate(raw.split(b"\n"), start=1):
+        if not chunk.strip():
+            continue
+        doc_id = f"{path.stem}:{line_no}"
+        try:
+            record = json.loads(_decode(path, chunk, line_no))
+            if not isinstance(record, dict):
+                raise FormatError(path, line_no, "record", "expected a JSON object")
+            if "id" in record:
+                doc_id = str(record["id"])
+            text = record.get("text")
+            if not isinstance(text, str):
+                raise FormatError(path, line_no, "text", "missing or not a string")
+            spans = None if find or record.get("mentions") is None else _json_spans(record["mentions"], text, path, line_no)
+            sources.append(Source(doc_id, Document(doc_id, text), spans, record=record))
+        except json.JSONDecodeError as error:
+            sources.append(Source(doc_id, None, error=str(FormatError(path, line_no, "json", str(error)))))
+        except FormatError as error:
+            sources.append(Source(doc_id, None, error=str(error)))
+    return sources
+
+
+def _json_spans(mentions, text: str, path: Path, line_no: int) -> list[Mention]:
+    if not isinstance(mentions, list):
+        raise FormatError(path, line_no, "mentions", "expected a list of {start, end} objects")
+    spans = []
+    for i, m in enumerate(mentions):
+        start, end = (m.get("start"), m.get("end")) if isinstance(m, dict) else (None, None)
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
+            raise FormatError(path, line_no, f"mentions[{i}]", "expected integer start and end")
+        spans.append(_span(text, start, end, m.get("type") or "Disease", path, line_no, f"mentions[{i}]"))
+    return spans
+
+
+def _span(text: str, start: int, end: int, mtype: str, path: Path, line_no: int, what: str) -> Mention:
+    if not 0 <= start < end <= len(text):
+        raise FormatError(path, line_no, what, f"span {start}-{end} is not inside the {len(text)}-character text")
+    if not text[start:end].strip():
+        raise FormatError(path, line_no, what, f"span {start}-{end} is blank")
+    return Mention(start, end, text[start:end], str(mtype))
+
+
+def _read_pubtator(path: Path, raw: bytes, find: bool) -> list[Source]:
+    """Documents with the lines they came from, so that each error skips its own document only."""
+    lines, errors = [], []
+    for line_no, chunk in enumerate(raw.split(b"\n"), start=1):
+        try:
+            lines.append(_decode(path, chunk, line_no))
+        except FormatError as error:
+            errors.append(error)
+            lines.append(chunk.decode("utf-8", "replace").replace("\x00", " "))
+    consumed = 0
+
+    def counted():
+        nonlocal consumed
+        for line in lines:
+            consumed += 1
+            yield line
+
+    sources, first = [], 1
+    for doc in parse_pubtator(counted(), source=str(path), skipped=errors):
+        # A document is yielded at the blank line after it, or at the next document's title line.
+        last = consumed if not lines[consumed - 1].strip() or consumed == len(lines) else consumed - 1
+        mine = [e for e in errors if first <= e.line <= last]
+        if not mine and not find and doc.mentions:
+            mine = _pubtator_span_errors(path, doc, lines, first, last)
+        if mine:
+            sources.append(Source(doc.pmid, None, error="; ".join(str(e) for e in mine)))
+        else:
+            sources.append(Source(doc.pmid, doc, None if find or not doc.mentions else list(doc.mentions)))
+        first = last + 1
+    for error in errors:
+        if error.line >= first:  # after the last document: nothing to attach it to
+            sources.append(Source(f"{path.name}:{error.line}", None, error=str(error)))
+    return sources
+
+
+def _pubtator_span_errors(path: Path, doc: Document, lines: list[str], first: int, last: int) -> list[FormatError]:
+    """Spans outside the text, or whose text is not the text at their offsets."""
+    annotation_lines = [n for n in range(first, last + 1) if "\t" in lines[n - 1]
+                        and not (len(lines[n - 1].split("\t")) == 4 and not lines[n - 1].split("\t")[1].strip().isdigit())]
+    text, errors = doc.text, []
+    for m, line_no in zip(doc.mentions, annotation_lines):
+        try:
+            _span(text, m.start, m.end, m.type, path, line_no, "start/end")
+            if text[m.start:m.end].strip() != m.text:
+                raise FormatError(path, line_no, "start/end", f"span {m.start}-{m.end} is {text[m.start:m.end]!r} in "
+                                                              f"the text, but the line says {m.text!r}")
+        except FormatError as error:
+            errors.append(error)
+    return errors
+
+
+# -- annotating -----------------------------------------------------------------------------
+
+
+def annotate_sources(annotator, sources: list[Source], *, batch: int = BATCH) -> None:
+    """Fills in each good source's `linked` mentions; a batch that fails is retried one document
+    at a time, and a document that still fails is skipped with the error."""
+    good = [s for s in sources if s.doc is not None]
+    with tqdm(total=len(good), unit="documents", desc="annotating", file=sys.stderr, disable=None) as bar:
+        for b in range(0, len(good), batch):
+            chunk = good[b:b + batch]
+            try:
+                _annotate(annotator, chunk)
+            except Exception:  # find which document it was; the others go on
+                for s in chunk:
+                    try:
+                        _annotate(annotator, [s])
+                    except Exception as error:
+                        s.doc, s.error = None, f"{s.id}: annotation failed: {type(error).__name__}: {error}"
+            bar.update(len(chunk))
+
+
+def _annotate(annotator, sources: list[Source]) -> None:
+    texts = [s.doc.text for s in sources]
+    spans = [s.spans if s.spans is not None else [] for s in sources]
+    to_find = [i for i, s in enumerate(sources) if s.spans is None and texts[i].strip()]
+    if to_find:
+        for i, found in zip(to_find, annotator.find([texts[i] for i in to_find])):
+            spans[i] = found
+    for s, linked in zip(sources, annotator.link(texts, spans)):
+        s.linked = linked
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def output_format(path: str | None, fmt: str | None) -> str:
+    """`fmt`, else from the output's suffix (.json: BioC, .jsonl, else PubTator); a table on stdout."""
+    if fmt:
+        return fmt
+    if path is None:
+        return "table"
+    suffix = Path(path).suffix.lower()
+    return {".json": "bioc", ".jsonl": "jsonl"}.get(suffix, "pubtator")
+
+
+def mention_json(m) -> dict:
+    """A LinkedMention as the JSONL output and the server's JSON give it."""
+    return {"start": m.start, "end": m.end, "text": m.text, "type": m.type, "ids": list(m.ids), "names": list(m.names),
+            "scores": [round(s, 6) for s in m.scores]}
+
+
+def _annotated(s: Source) -> Document:
+    return Document(s.doc.pmid, s.doc.title, s.doc.abstract, [m.as_mention() for m in s.linked], list(s.doc.relations))
+
+
+def render(sources: list[Source], fmt: str) -> str:
+    done = [s for s in sources if s.doc is not None]
+    if fmt == "pubtator":
+        return "\n".join(format_pubtator(_annotated(s)) for s in done)
+    if fmt == "bioc":
+        return json.dumps(bioc_collection(_annotated(s) for s in done), ensure_ascii=False) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps({"id": s.id, "error": s.error} if s.doc is None else
+                                  {**s.record, "id": s.record.get("id", s.id), "text": s.doc.text,
+                                   "mentions": [mention_json(m) for m in s.linked]}, ensure_ascii=False) + "\n"
+                       for s in sources)
+    return _table(done)
+
+
+def _table(sources: list[Source]) -> str:
+    out = []
+    for s in sources:
+        text = " ".join(s.doc.text.split())
+        out.append(f"{s.id}: {text[:100]}{'…' if len(text) > 100 else ''}")
+        rows = [(f"{m.start}-{m.end}", m.text, "|".join(m.ids) or "-", " | ".join(m.names), " ".join(f"{x:.3f}" for x in m.scores))
+                for m in s.linked]
+        if not rows:
+            out.append("  (no disease mentions)")
+            continue
+        rows.insert(0, ("offsets", "text", "ID", "name", "score"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        out += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[4] for r in rows]
+    return "".join(line + "\n" for line in out)
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def add_annotate_parser(sub) -> argparse.ArgumentParser:
+    from .cli import _data_options, _model_options  # here, not at import time: the main CLI imports this module
+
+    p = sub.add_parser("annotate", help="find disease mentions in raw text and link each to a concept ID",
+                       description="Tags disease mentions with the tagger, then normalises each with the model. Text "
+                                   "as arguments prints a table; --input reads plain text, a folder or glob of .txt "
+                                   "files, PubTator (with or without annotations) or JSONL.")
+    p.add_argument("texts", nargs="*", help="texts to annotate, one document each")
+    p.add_argument("--input", help="a file, a folder of .txt files, or a glob (quote it)")
+    p.add_argument("--input-format", choices=INPUT_FORMATS,
+                   help="default: .jsonl is JSONL, a file starting 'PMID|t|' is PubTator, anything else plain text")
+    p.add_argument("--output", help="file to write (default: standard output)")
+    p.add_argument("--format", choices=OUTPUT_FORMATS,
+                   help="default: from --output's suffix (.json BioC JSON, .jsonl JSONL, else PubTator); a table without --output")
+    p.add_argument("--find", action="store_true", help="find mentions with the tagger even where the input has spans")
+    p.add_argument("--tagger", help="tagger folder or hub id (default: $BIOSYN_TAGGER, else runs/ncbi-disease/tagger)")
+    p.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file, when no --index is given")
+    p.add_argument("--add-mentions", metavar="CORPUS:SPLITS", default=None,
+                   help="also match a corpus's annotated mentions (default for MEDIC: ncbi-disease:train,dev when present)")
+    p.add_argument("--batch-size", type=int, default=BATCH, help=f"documents per model call (default {BATCH})")
+    p.add_argument("--index", help="a saved index (`biosyn index build`); default: build or reuse a cached one")
+    _model_options(p, index=False)
+    _data_options(p)
+    return p
+
+
+def cmd_annotate(args) -> int:
+    from ..annotation.annotator import Annotator
+    from .loading import load_linker, load_tagger
+
+    if not args.texts and not args.input:
+        raise ValueError("give texts as arguments or a file with --input")
+    sources = text_sources(args.texts) + (read_sources(args.input, args.input_format, find=args.find) if args.input else [])
+    fmt = output_format(args.output, args.format)
+    # The tagger first: a missing one is a quick error, before the index is built.
+    tagger = load_tagger(args.tagger) if any(s.doc is not None and s.spans is None for s in sources) else None
+    linker = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, add_mentions=args.add_mentions,
+                         data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16)
+    annotator = Annotator(tagger, linker, mode=args.mode)
+    annotate_sources(annotator, sources, batch=args.batch_size)
+    text = render(sources, fmt)
+    if args.output:
+        with atomic_write(args.output) as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
+    skipped = [s for s in sources if s.doc is None]
+    for s in skipped:
+        print(f"skipped: {s.error}", file=sys.stderr)
+    done = len(sources) - len(skipped)
+    print(f"annotated {done} documents, {sum(len(s.linked) for s in sources if s.doc is not None)} mentions; "
+          f"skipped {len(skipped)} bad documents" + (f"; wrote {args.output}" if args.output else ""), file=sys.stderr)
+    return 1 if skipped and not done else 0
