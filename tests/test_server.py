@@ -283,3 +283,91 @@ def test_json_errors_never_echo_the_input(client):
     secret = "s3cr3t-" * 5
     response = client.post("/normalize", json={"mentions": [{"secret": secret}]})
     assert secret not in response.text and json.loads(response.text)["error"]["code"] == "invalid_request"
+
+
+# -- /annotate on raw text (the tagger finds the mentions) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagging_client():
+    from tiny import FakeTagger
+
+    with TestClient(create_app(tiny_model(), FakeTagger(), limits=LIMITS)) as client:
+        yield client
+
+
+def test_annotate_finds_mentions_in_documents_without_spans(tagging_client):
+    text = "Lynch syndrome (HNPCC) and breast cancer."
+    body = tagging_client.post("/annotate", json={"documents": [
+        {"id": "a", "text": text}, {"id": "b", "text": "Wilson disease", "mentions": None}]}).json()
+    a, b = body["documents"]
+    assert [(m["start"], m["end"], m["text"], m["ids"], m["names"]) for m in a["mentions"]] == [
+        (0, 14, "Lynch syndrome", ["D003123"], ["Colorectal Neoplasms, Hereditary Nonpolyposis"]),
+        (16, 21, "HNPCC", ["D003123"], ["Colorectal Neoplasms, Hereditary Nonpolyposis"]),
+        (27, 40, "breast cancer", ["D001943"], ["Breast Neoplasms"])]
+    assert [(m["text"], m["ids"], m["type"]) for m in b["mentions"]] == [("Wilson disease", ["D006527"], "Disease")]
+    empty = {"documents": [{"id": "c", "text": "breast cancer", "mentions": []}]}  # [] means none, not "find them"
+    assert tagging_client.post("/annotate", json=empty).json()["documents"][0]["mentions"] == []
+
+
+def test_annotate_finds_mentions_in_pubtator_without_annotations(tagging_client):
+    pubtator = "9|t|Lynch syndrome\n9|a|Colon and breast cancer in WD.\n"
+    body = tagging_client.post("/annotate", json={"pubtator": pubtator}).json()
+    assert body["pubtator"].splitlines() == ["9|t|Lynch syndrome", "9|a|Colon and breast cancer in WD.",
+                                             "9\t0\t14\tLynch syndrome\tDisease\tD003123",
+                                             "9\t25\t38\tbreast cancer\tDisease\tD001943",
+                                             "9\t42\t44\tWD\tDisease\tD006527"]
+    # Given annotations are linked as they are, unless `find` asks the tagger.
+    given = tagging_client.post("/annotate", json={"pubtator": PUBTATOR, "output": "json"}).json()["documents"][0]
+    assert [m["text"] for m in given["mentions"]] == ["Lynch syndrome", "breast cancer", "HNPCC"]
+    found = tagging_client.post("/annotate", json={"pubtator": "1|t|Lynch syndrome\n1|a|HNPCC.\n1\t0\t5\tLynch\tDisease\t-1\n",
+                                                   "find": True, "output": "json"}).json()["documents"][0]
+    assert [m["text"] for m in found["mentions"]] == ["Lynch syndrome", "HNPCC"]
+
+
+def test_annotate_without_spans_keeps_the_limits(tagging_client, client):
+    assert tagging_client.get("/info").json()["tagger"] == {"loaded": True, "spec": None}
+    assert client.get("/info").json()["tagger"] == {"loaded": False, "spec": None}
+    many = {"documents": [{"id": "a", "text": "WD, WD, WD, WD and WD"}]}  # 5 found; at most 4 per request
+    assert error_code(tagging_client.post("/annotate", json=many), 422) == "too_many_mentions"
+    assert error_code(tagging_client.post("/annotate", json={"documents": [{"id": "a", "text": "WD " * 101}]}), 422) == "text_too_long"
+    assert error_code(client.post("/annotate", json={"documents": [{"id": "a", "text": "WD"}]}), 501) == "no_tagger"
+    assert error_code(client.post("/annotate", json={"pubtator": "1|t|WD\n1|a|\n"}), 501) == "no_tagger"
+    # Blank texts need no tagger: they have no mentions.
+    assert client.post("/annotate", json={"documents": [{"id": "a", "text": "  "}]}).json()["documents"][0]["mentions"] == []
+
+
+def test_the_tagger_runs_off_the_event_loop_one_call_at_a_time():
+    import threading
+
+    from tiny import FakeTagger
+
+    class SlowTagger(FakeTagger):
+        active = most = 0
+        threads: set = set()
+        guard = threading.Lock()
+
+        def tag(self, texts):
+            with self.guard:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            self.threads.add(threading.current_thread().name)
+            time.sleep(0.05)
+            with self.guard:
+                self.active -= 1
+            return super().tag(texts)
+
+    tagger = SlowTagger()
+    with TestClient(create_app(tiny_model(), tagger)) as client:
+        def post(i):
+            return client.post("/annotate", json={"documents": [{"id": str(i), "text": "breast cancer"}]}).json()
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        health = client.get("/health")  # answered while the tagger is busy
+        for t in threads:
+            t.join()
+    assert health.json() == {"status": "ok"}
+    assert len(tagger.calls) == 4 and tagger.most == 1
+    assert {name.split("_")[0] for name in tagger.threads} == {"biosyn-tagger"}

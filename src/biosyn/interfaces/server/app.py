@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -29,6 +30,8 @@ from ...data.ids import normalize_id
 from ...data.pubtator import format_pubtator, parse_pubtator
 from ...data.records import Document, Mention
 from ...search.index import MODES
+from ...annotation.annotator import LinkedMention
+from ..annotate_files import mention_json
 from ..normalize_files import result_json, top_ids
 
 PAGE = Path(__file__).with_name("page.html")
@@ -101,13 +104,14 @@ class SpanIn(BaseModel):
 class DocumentIn(BaseModel):
     id: str
     text: str
-    mentions: list[SpanIn]
+    mentions: list[SpanIn] | None = Field(None, description="mention spans; omitted or null: the server's tagger finds them")
 
 
 class AnnotateRequest(BaseModel):
     documents: list[DocumentIn] | None = Field(None, description="documents with mention spans (character offsets)")
     pubtator: str | None = Field(None, description="PubTator text: title and abstract lines plus annotation lines")
     output: Literal["json", "pubtator", "bioc"] | None = Field(None, description="default: the input's format")
+    find: bool = Field(False, description="find mentions with the tagger even in documents that give spans")
     mode: Mode | None = None
 
 
@@ -224,6 +228,32 @@ class MicroBatcher:
                 j.future.set_result(mine)
 
 
+class TaggerRunner:
+    """Runs the tagger on its own single worker thread: one call at a time (it is not thread-safe),
+    never on the event loop, and still one at a time when a waiting client goes away. Requests
+    beyond `max_pending` waiting for it get 503."""
+
+    def __init__(self, tagger, *, max_pending: int):
+        self.tagger, self.max_pending = tagger, max_pending
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="biosyn-tagger")
+        self.waiting = self.calls = self.documents = 0
+
+    async def tag(self, texts: list[str]) -> list:
+        if self.waiting >= self.max_pending:
+            raise ApiError(503, "overloaded", "too many requests are waiting for the tagger; retry shortly")
+        self.waiting += 1
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(self.executor, self.tagger.tag, texts)
+        finally:
+            self.waiting -= 1
+        self.calls += 1
+        self.documents += len(texts)
+        return found
+
+    def stop(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
 # -- the request body limit -----------------------------------------------------------------
 
 
@@ -270,8 +300,9 @@ class BodyLimit:
 # -- the app --------------------------------------------------------------------------------
 
 
-def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = None) -> FastAPI:
-    """The API over `model` (a BioSyn with an index); `vocabulary` names its vocabulary in GET /info."""
+def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str | None = None) -> FastAPI:
+    """The API over `model` (a BioSyn with an index); `vocabulary` names its vocabulary in GET /info.
+    `tagger` (a DiseaseTagger, or anything with its `tag(texts)`) finds mentions for /annotate."""
     if model.index is None:
         raise ValueError("the model has no index: build or attach one before serving it")
     modes = MODES if model.default_mode == "hybrid" else ("sparse",)
@@ -282,8 +313,11 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
         app.state.batcher = MicroBatcher(model, max_batch=limits.max_batch, wait_s=limits.batch_wait_ms / 1000,
                                          max_pending=limits.max_pending)
         app.state.batcher.start()
+        app.state.tagging = TaggerRunner(tagger, max_pending=limits.max_pending) if tagger is not None else None
         yield
         await app.state.batcher.stop()
+        if app.state.tagging is not None:
+            app.state.tagging.stop()
 
     app = FastAPI(title="biosyn", version=_version("biosyn"), lifespan=lifespan,
                   description="Biomedical entity normalisation with BioSyn: mentions → ranked concept IDs.")
@@ -338,6 +372,7 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
             "index": {"names": len(index), "dense": index.has_dense, "path": str(index.path) if index.path else None,
                       "manifest": manifest},
             "vocabulary": {"name": vocabulary or manifest.get("vocabulary"), "concepts": len(index.concepts)},
+            "tagger": {"loaded": tagger is not None, "spec": getattr(tagger, "spec", None)},
             "limits": asdict(limits), "batches": {"calls": batcher.batches, "mentions": batcher.mentions},
             "versions": {"python": platform.python_version(),
                          **{p: _version(p) for p in ("biosyn", "torch", "transformers", "fastapi", "uvicorn")}},
@@ -363,14 +398,29 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
 
     @app.post("/annotate", response_model=AnnotateResponse, response_model_exclude_none=True)
     async def annotate(body: AnnotateRequest, request: Request):
-        """Fills in the concept IDs of every mention span of PubTator or JSON documents."""
+        """Fills in the concept IDs of every mention span of PubTator or JSON documents. The tagger
+        finds the mentions of documents without spans (PubTator without annotation lines, JSON
+        `mentions` omitted or null), or of every document with `find`."""
         if (body.documents is None) == (body.pubtator is None):
             raise ApiError(422, "bad_input", "give exactly one of `documents` and `pubtator`")
-        docs = _pubtator_documents(body.pubtator) if body.pubtator is not None else _json_documents(body.documents)
+        if body.pubtator is not None:
+            docs = _pubtator_documents(body.pubtator)
+            to_find = [i for i, d in enumerate(docs) if body.find or not d.mentions]
+        else:
+            docs = _json_documents(body.documents)
+            to_find = [i for i, d in enumerate(body.documents) if body.find or d.mentions is None]
         if len(docs) > limits.max_documents:
             raise ApiError(422, "too_many_documents", f"{len(docs)} documents; at most {limits.max_documents} per request")
         for d in docs:
             check_text(d.text, f"document {d.pmid!r}")
+        to_find = [i for i in to_find if docs[i].text.strip()]
+        if to_find:
+            if request.app.state.tagging is None:
+                raise ApiError(501, "no_tagger", "this server has no tagger to find mentions: give mention spans, "
+                                                 "or start it with `biosyn serve --tagger`")
+            found = await request.app.state.tagging.tag([docs[i].text for i in to_find])
+            for i, mentions in zip(to_find, found):
+                docs[i].mentions = list(mentions)
         mentions = [m.text for d in docs for m in d.mentions]
         if mentions:
             check_mentions(mentions)
@@ -406,7 +456,7 @@ def _json_documents(documents: list[DocumentIn]) -> list[Document]:
     docs = []
     for d in documents:
         mentions = []
-        for i, s in enumerate(d.mentions):
+        for i, s in enumerate(d.mentions or ()):
             if not s.start < s.end <= len(d.text):
                 raise ApiError(422, "bad_span", f"document {d.id!r}, mention {i}: span {s.start}-{s.end} is not inside its "
                                                 f"{len(d.text)}-character text")
@@ -422,9 +472,7 @@ def _with_ids(doc: Document, pairs) -> Document:
 
 
 def _span_json(m: Mention, r) -> dict:
-    return {"start": m.start, "end": m.end, "text": m.text, "type": m.type, "ids": top_ids(r).split("|"),
-            "names": [c.preferred_names[0] if c.preferred_names else c.name for c in r.top],
-            "scores": [round(c.score, 6) for c in r.top]}
+    return mention_json(LinkedMention(m.start, m.end, m.text, m.type, r))
 
 
 def _add_error_handlers(app: FastAPI) -> None:

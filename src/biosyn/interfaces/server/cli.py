@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .app import Limits
 
@@ -14,6 +15,8 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
                               description="Serves POST /normalize, POST /annotate, GET /concepts/{id}, /health, /info, "
                                           "the OpenAPI docs at /docs and a web page at /.")
     p.add_argument("--model", help=MODEL_HELP)
+    p.add_argument("--tagger", help="tagger folder or hub id, to find mentions in raw text for /annotate (default: "
+                   "$BIOSYN_TAGGER, else runs/ncbi-disease/tagger when trained, else none)")
     p.add_argument("--index", help="a saved index (`biosyn index build`); default: build or reuse a cached one")
     p.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file, when no --index is given")
     p.add_argument("--data-dir", help="data folder (default: $BIOSYN_DATA_DIR, else the `biosyn data fetch` cache)")
@@ -36,23 +39,21 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from ..loading import attach_index, load_model
+    from ..loading import default_tagger_spec, load_linker, load_tagger
     from .app import create_app
 
-    model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16)
-    if args.index:
-        from ...search.index import NameIndex
-
-        model.use_index(NameIndex.load(args.index))
-    else:
-        from ..vocabulary_setup import dictionary_for
-
-        vocabulary, dictionary = dictionary_for(args.vocabulary, None, None, args.data_dir, default_mentions=True)
-        attach_index(model, dictionary, vocabulary)
+    try:
+        tagger_spec = args.tagger or default_tagger_spec()
+    except FileNotFoundError as error:  # serving mentions given as spans needs no tagger
+        tagger_spec = None
+        print(f"biosyn serve: /annotate will need mention spans: {error}", file=sys.stderr)
+    tagger = load_tagger(tagger_spec) if tagger_spec else None
+    model = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, data_dir=args.data_dir,
+                        trust_pickle=args.trust_pickle, bf16=args.bf16)
     limits = Limits(max_mentions=args.max_mentions, max_mention_chars=args.max_mention_chars,
                     max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
                     max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
     # uvicorn's own start-up lines say where it listens; access logs would cost throughput.
-    app = create_app(model, limits=limits, vocabulary=None if args.index else args.vocabulary)
+    app = create_app(model, tagger, limits=limits, vocabulary=None if args.index else args.vocabulary)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False)
     return 0
