@@ -10,6 +10,7 @@ import pytest
 from biosyn.interfaces.server import create_app
 
 from test_server import ABSTRACT, tiny_model
+from tiny import FakeTagger
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -28,7 +29,8 @@ def server_url():
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # a free port, held from the start so nothing can take it
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_model()), log_level="warning"))
+    tagger = FakeTagger(names=("Lynch syndrome", "HNPCC", "breast cancer", "Hypotrichosis simplex", "WD"))
+    server = uvicorn.Server(uvicorn.Config(create_app(tiny_model(), tagger), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -98,3 +100,42 @@ def test_errors_are_shown(page):
     page.click("#submit")
     page.wait_for_selector("#status.error")
     assert "at most" in page.text_content("#status")
+
+
+def test_annotate_an_abstract(page):
+    page.goto("/")
+    page.wait_for_selector("#annotate:not([disabled])")  # /info says there is a tagger
+    # An emoji (two UTF-16 units, and a joiner) before the mentions, markup that must stay text, a line break.
+    text = "👩‍⚕️ Lynch syndrome (HNPCC) & <b>breast cancer</b>,\nHypotrichosis simplex; WD."
+    page.fill("#text", text)
+    page.click("#annotate")
+    page.wait_for_selector("#annotated:not([hidden]) .mention")
+    mentions = page.locator("#annotated .mention").evaluate_all(
+        "els => els.map(e => [e.tagName, e.textContent, e.getAttribute('href'), e.title])")
+    assert mentions == [
+        ["A", "Lynch syndrome", "https://ctdbase.org/detail.go?type=disease&acc=MESH:D003123",
+         "D003123 Colorectal Neoplasms, Hereditary Nonpolyposis (score 1.000)"],
+        ["A", "HNPCC", "https://ctdbase.org/detail.go?type=disease&acc=MESH:D003123",
+         "D003123 Colorectal Neoplasms, Hereditary Nonpolyposis (score 1.000)"],
+        ["A", "breast cancer", "https://ctdbase.org/detail.go?type=disease&acc=MESH:D001943", "D001943 Breast Neoplasms (score 1.000)"],
+        ["A", "Hypotrichosis simplex", "https://ctdbase.org/detail.go?type=disease&acc=OMIM:601675",
+         "601675 Hypotrichosis Simplex (score 1.000)"],
+        ["A", "WD", "https://ctdbase.org/detail.go?type=disease&acc=MESH:D006527",
+         "D006527 Hepatolenticular Degeneration (score 0.283)"],  # no long form in the text
+    ]
+    assert page.text_content("#annotated") == text  # every character shown once, as text
+    assert page.locator("#annotated b").count() == 0
+    rows = page.locator("#mentions tbody tr").evaluate_all("rs => rs.map(r => [...r.cells].map(c => c.textContent))")
+    assert rows[0] == ["5–19", "Lynch syndrome", "D003123 ", "Colorectal Neoplasms, Hereditary Nonpolyposis", "1.000"]
+    assert [r[2].strip() for r in rows] == ["D003123", "D003123", "D001943", "601675", "D006527"]
+    assert "5 mention(s)" in page.text_content("#annotate-status")
+
+
+def test_annotate_without_a_tagger_says_so(page):
+    page.route("**/info", lambda route: route.fulfill(json={"modes": ["sparse"], "default_mode": "sparse",
+                                                            "tagger": {"loaded": False, "spec": None}}))
+    page.goto("/")
+    page.wait_for_selector("#annotate-status.error")
+    assert "no tagger" in page.text_content("#annotate-status")
+    assert page.is_disabled("#annotate")
+    page.unroute("**/info")
