@@ -25,6 +25,8 @@ from .atomic import atomic_write
 NCBI_BASE = "https://www.ncbi.nlm.nih.gov/CBBresearch/Dogan/DISEASE/"
 BIOSYN_RESOURCES = "https://raw.githubusercontent.com/dmis-lab/BioSyn/master/preprocess/resources/"
 CTD_DISEASES = "https://ctdbase.org/reports/CTD_diseases.tsv.gz"
+# The BioCreative V CDR corpus (v010516) as its organisers publish it: train, dev and test in one archive.
+BC5CDR_ZIP = "https://biocreative.bioinformatics.udel.edu/media/store/files/2016/CDR_Data.zip"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,14 @@ DOWNLOADS = {
                  "4cee49829be79b7b71492ad275ea9373250446f15bbf485d728bde39dbffa156"),
     ],
     "ctd": [Download("ctd/CTD_diseases.tsv.gz", CTD_DISEASES, None)],
+    "bc5cdr": [
+        Download("bc5cdr/CDR_TrainingSet.PubTator.txt", BC5CDR_ZIP,
+                 "fb00f93b06ca946dac9d909245679493a22ff742c70df2448c4bab2ab1a5140d", "CDR_TrainingSet.PubTator.txt"),
+        Download("bc5cdr/CDR_DevelopmentSet.PubTator.txt", BC5CDR_ZIP,
+                 "9e18d8e700168887a7919e62f67ac2ce2357e3f409a48ee992906abdd80fe3e5", "CDR_DevelopmentSet.PubTator.txt"),
+        # Not checked: no copy was at hand to take its checksum from.
+        Download("bc5cdr/CDR_TestSet.PubTator.txt", BC5CDR_ZIP, None, "CDR_TestSet.PubTator.txt"),
+    ],
 }
 
 
@@ -80,12 +90,15 @@ def fetch(names: list[str], root: str | os.PathLike, *, force: bool = False, get
         raise ValueError(f"unknown data set(s) {unknown}; known: {', '.join(DOWNLOADS)}")
     root = Path(root)
     written = []
+    payloads: dict[str, bytes] = {}  # one download per archive, however many files it holds
     for name in names:
         for item in DOWNLOADS[name]:
             target = root / item.target
             if target.exists() and not force and item.sha256 and _sha256(target.read_bytes()) == item.sha256:
                 continue
-            payload = get(item.url)
+            if item.url not in payloads:
+                payloads[item.url] = get(item.url)
+            payload = payloads[item.url]
             if item.member:
                 with zipfile.ZipFile(io.BytesIO(payload)) as archive:
                     member = next((m for m in archive.namelist() if m.rsplit("/", 1)[-1] == item.member), None)

@@ -2,7 +2,7 @@
 
 The data folder is, in order: an explicit `--data-dir`, `$BIOSYN_DATA_DIR`, or the cache that
 `biosyn data fetch` fills (`$BIOSYN_CACHE`, else `~/.cache/biosyn/data`). Its layout is the
-same in every case: `ncbi-disease/`, `medic/`, `ctd/`.
+same in every case: `ncbi-disease/`, `bc5cdr/`, `medic/`, `ctd/`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,17 @@ CORPORA = {
         },
         vocabulary="medic-2012",
         spelling_fixes="ncbi-disease/ncbi-spell-check.txt",
+    ),
+    # BioCreative V CDR, its Disease mentions only. The test set is published but not always present.
+    "bc5cdr-disease": CorpusFiles(
+        name="bc5cdr-disease",
+        splits={
+            "train": "bc5cdr/CDR_TrainingSet.PubTator.txt",
+            "dev": "bc5cdr/CDR_DevelopmentSet.PubTator.txt",
+            "test": "bc5cdr/CDR_TestSet.PubTator.txt",
+        },
+        vocabulary="medic-2012",
+        entity_types=("Disease",),
     ),
 }
 

@@ -10,6 +10,7 @@ import time
 
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
 from ..training import cli as training_cli
+from . import tagger_cli
 from .annotate_files import add_annotate_parser, cmd_annotate
 from .server.cli import add_serve_parser, cmd_serve
 
@@ -42,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="get and inspect the corpora and vocabularies")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    fetch = data_sub.add_parser("fetch", help="download the NCBI disease corpus, MEDIC 2012 and CTD's current vocabulary (needs network)")
-    fetch.add_argument("names", nargs="*", default=["ncbi-disease", "medic-2012", "ctd"], help="data sets (default: all)")
+    fetch = data_sub.add_parser("fetch", help="download the NCBI disease and BC5CDR corpora, MEDIC 2012 and CTD's current vocabulary (needs network)")
+    fetch.add_argument("names", nargs="*", default=["ncbi-disease", "medic-2012", "ctd", "bc5cdr"], help="data sets (default: all)")
     fetch.add_argument("--force", action="store_true", help="download again even when a verified copy exists")
     _data_options(fetch)
     info = data_sub.add_parser("info", help="count documents, mentions, concepts and names in the data folder")
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_annotate_parser(sub)
     add_serve_parser(sub)
     training_cli.add_parsers(sub)
+    tagger_cli.add_parsers(sub)
     return parser
 
 
@@ -233,7 +235,7 @@ def cmd_normalize(args) -> int:
 
 COMMANDS = {"data": cmd_data, "evaluate": cmd_evaluate, "index": cmd_index, "normalize": cmd_normalize, "annotate": cmd_annotate,
             "serve": cmd_serve,
-            **training_cli.COMMANDS}
+            **training_cli.COMMANDS, **tagger_cli.COMMANDS}
 
 
 if __name__ == "__main__":

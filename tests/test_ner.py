@@ -1,0 +1,126 @@
+"""The disease tagger: windows and offsets, decoding, propagation, save/load through plain transformers, training."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from biosyn.data.records import Document, Mention
+from biosyn.ner.labels import BEGIN, INSIDE, LABELS, OUTSIDE
+from biosyn.ner.propagation import propagate
+from biosyn.ner.tagger import DiseaseTagger
+from biosyn.ner.windows import tag_spans, tokenize, viterbi_bio, windows
+from biosyn.training.tagger import TaggerTrainingConfig, train_tagger, word_labels
+from tiny import tiny_tagger
+
+
+def forced(tagger: DiseaseTagger, label: int) -> DiseaseTagger:
+    """Makes the tagger predict `label` for every token, whatever the context."""
+    with torch.no_grad():
+        tagger.model.classifier.weight.zero_()
+        tagger.model.classifier.bias.fill_(-10.0)
+        tagger.model.classifier.bias[label] = 10.0
+    return tagger
+
+
+@given(st.integers(0, 400), st.integers(3, 60), st.data())
+@settings(max_examples=200, deadline=None)
+def test_windows_cover_every_token_and_own_each_once(n, size, data):
+    overlap = data.draw(st.integers(0, size - 1))
+    spans = windows(n, size, overlap)
+    owned = [i for _, _, a, b in spans for i in range(a, b)]
+    assert owned == list(range(n))
+    for s, e, a, b in spans:
+        assert 0 <= s <= a <= b <= e <= n and e - s <= size
+
+
+def test_windows_refuse_an_overlap_as_large_as_the_window():
+    with pytest.raises(ValueError, match="overlap"):
+        windows(100, 10, 10)
+
+
+def test_viterbi_never_starts_an_entity_with_inside():
+    lp = np.log(np.array([[0.1, 0.2, 0.7], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]]))
+    assert viterbi_bio(lp).tolist() == [BEGIN, INSIDE, OUTSIDE]
+    assert tag_spans(np.array([0, 1, 2, 0, 2, 2, 1])) == [(1, 3), (4, 6), (6, 7)]
+
+
+AWKWARD = ("Familial adenomatous polyposis (FAP)\r\nis caused by APC. 乳腺癌 — ovarian cancer 😀 and\u2028Wilson's disease. "
+           "Ｆｕｌｌ-width café-au-lait spots\tmacules; \ud800 end")
+
+
+@pytest.mark.parametrize("repeat", [1, 12])  # 12: many windows of 32 tokens
+def test_every_word_is_found_exactly_once_at_its_offsets(tmp_path, repeat):
+    tagger = forced(tiny_tagger(tmp_path / "t", propagate=False), BEGIN)
+    text = AWKWARD * repeat
+    [spans] = tagger.tag([text])
+    words = tokenize(tagger.tokenizer, text).words
+    assert [(m.start, m.end) for m in spans] == words
+    assert all(m.text == text[m.start:m.end] and m.text.strip() == m.text and m.text for m in spans)
+    assert "乳" in {m.text for m in spans} and "\r" not in "".join(m.text for m in spans)
+
+
+def test_inside_everywhere_is_one_span_over_the_whole_text(tmp_path):
+    tagger = forced(tiny_tagger(tmp_path / "t", propagate=False), INSIDE)
+    text = "  hereditary breast cancer " * 20 + " "
+    [spans] = tagger.tag([text])
+    assert [(m.start, m.end) for m in spans] == [(2, len(text.rstrip()))]
+
+
+def test_empty_and_blank_texts_have_no_mentions(tmp_path):
+    tagger = forced(tiny_tagger(tmp_path / "t"), BEGIN)
+    assert tagger.tag(["", "   \n\t", "\x00\x01"]) == [[], [], []]
+    with pytest.raises(TypeError):
+        tagger.tag("a text, not a list")
+
+
+def test_propagation_tags_repeats_and_short_forms_of_tagged_long_forms():
+    text = "Hereditary nonpolyposis colorectal cancer (HNPCC) is common. HNPCC and colorectal cancer run in families; HNPCCs no."
+    first = Mention(0, 41, text[0:41], "Disease")
+    inner = Mention(24, 41, "colorectal cancer", "Disease")
+    out = propagate(text, [first], {"HNPCC": "Hereditary nonpolyposis colorectal cancer"})
+    assert [(m.start, m.end, m.text) for m in out] == [
+        (0, 41, "Hereditary nonpolyposis colorectal cancer"), (43, 48, "HNPCC"), (61, 66, "HNPCC")]
+    out = propagate(text, [inner])
+    assert [m.text for m in out] == ["colorectal cancer", "colorectal cancer"]
+    assert propagate(text, []) == []
+
+
+def test_word_labels_are_bio_over_the_words_a_mention_covers(tmp_path):
+    tagger = tiny_tagger(tmp_path / "t")
+    doc = Document("1", "breast and ovarian cancer in women", "", [Mention(0, 25, "breast and ovarian cancer", "CompositeMention")])
+    tokenized = tokenize(tagger.tokenizer, doc.text)
+    assert word_labels(tokenized, doc) == [BEGIN, INSIDE, INSIDE, INSIDE, OUTSIDE, OUTSIDE]
+
+
+def test_a_saved_tagger_loads_in_plain_transformers_and_in_biosyn(tmp_path):
+    from transformers import AutoModelForTokenClassification, pipeline
+
+    tagger = forced(tiny_tagger(tmp_path / "t"), BEGIN)
+    tagger.save_pretrained(tmp_path / "saved", card="# card\n")
+    plain = AutoModelForTokenClassification.from_pretrained(tmp_path / "saved")
+    assert tuple(plain.config.id2label[i] for i in range(3)) == LABELS
+    found = pipeline("token-classification", model=str(tmp_path / "saved"))("wilson disease")
+    assert found and {f["entity"] for f in found} == {"B-Disease"}
+    again = DiseaseTagger.from_pretrained(tmp_path / "saved")
+    assert again.options == tagger.options
+    text = AWKWARD * 3
+    np.testing.assert_allclose(again.word_log_probs([text])[0][1], tagger.word_log_probs([text])[0][1], atol=1e-5)
+    assert (tmp_path / "saved" / "README.md").read_text() == "# card\n"
+
+
+def test_training_learns_a_disease_word(tmp_path):
+    tagger = tiny_tagger(tmp_path / "t", propagate=False)
+    docs = [Document(str(i), f"the {w} of {v} was zika in {v} {w}", "", []) for i, (w, v) in
+            enumerate([("case", "mice"), ("rate", "dogs"), ("sign", "rats"), ("risk", "men")] * 4)]
+    docs = [Document(d.pmid, d.title, "", [Mention(d.title.index("zika"), d.title.index("zika") + 4, "zika", "Disease")])
+            for d in docs]
+    scores = iter([0.5, 0.7, 0.6])
+    record = train_tagger(tagger, docs, TaggerTrainingConfig(epochs=3, lr=1e-4, batch_size=4, warmup=0.0),
+                          evaluate=lambda t: next(scores), progress=False)
+    assert record["best_epoch"] == 2 and record["best_dev"] == 0.7
+    record = train_tagger(tagger, docs, TaggerTrainingConfig(epochs=15, lr=3e-3, batch_size=4, warmup=0.0), progress=False)
+    assert "best_epoch" not in record
+    assert record["epochs"][-1]["loss"] < record["epochs"][0]["loss"] / 3
+    [spans] = tagger.tag(["in rats it was zika of dogs"])
+    assert [m.text for m in spans] == ["zika"]
