@@ -29,8 +29,9 @@ def add_parsers(sub) -> None:
     train.add_argument("--lr", type=float, default=1e-4)
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--warmup", type=float, default=0.1, help="share of steps spent warming up (then linear decay)")
-    train.add_argument("--max-length", type=int, default=256, help="tokens per window (default 256)")
-    train.add_argument("--overlap", type=int, default=32, help="tokens shared by neighbouring training windows (default 32)")
+    train.add_argument("--max-length", type=int, default=128, help="tokens per window (default 128)")
+    train.add_argument("--overlap", type=int, default=16, help="tokens shared by neighbouring training windows (default 16)")
+    train.add_argument("--propagate", action="store_true", help="save the tagger with document-level propagation on")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", help="torch device (default: cuda when there is one, else cpu)")
     train.add_argument("--no-dev", action="store_true", help="train every epoch without choosing on dev")
@@ -92,7 +93,8 @@ def cmd_train(args) -> int:
         train_docs += docs
     dev = None if args.no_dev else read_split(args.corpus, "dev", args.data_dir)
     base = minilm_path() if args.base == "minilm" else args.base
-    tagger = DiseaseTagger.from_base(base, TaggerOptions(max_length=args.max_length, overlap=args.overlap), device=args.device)
+    tagger = DiseaseTagger.from_base(base, TaggerOptions(max_length=args.max_length, overlap=args.overlap,
+                                                         propagate=args.propagate), device=args.device)
     inference_overlap = TaggerOptions().overlap
 
     def dev_f1(t: DiseaseTagger) -> float:

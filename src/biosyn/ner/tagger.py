@@ -37,10 +37,10 @@ CONFIG_FILE = "biosyn_tagger.json"
 class TaggerOptions:
     """How raw text is read and decoded; saved with the tagger."""
 
-    max_length: int = 256  # tokens per window, [CLS] and [SEP] included
-    overlap: int = 64  # tokens shared by neighbouring windows
-    batch_size: int = 16  # windows per forward pass
-    propagate: bool = True  # a string tagged once is tagged wherever it recurs in the document
+    max_length: int = 128  # tokens per window, [CLS] and [SEP] included
+    overlap: int = 32  # tokens shared by neighbouring windows
+    batch_size: int = 32  # windows per forward pass
+    propagate: bool = False  # a string tagged once is tagged wherever it recurs in the document
     abbreviations: bool = True  # ... and so is the short form (Ab3P) of a tagged long form
 
     @property

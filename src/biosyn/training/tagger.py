@@ -75,6 +75,14 @@ def _batch(examples, pad_id: int, device) -> dict[str, torch.Tensor]:
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
+def _length_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of windows of similar length (little padding), in random order; ties broken at random."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches = [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def train_tagger(tagger: DiseaseTagger, train_docs: Sequence[Document], config: TaggerTrainingConfig, *,
                  evaluate: Callable[[DiseaseTagger], float] | None = None, progress: bool = True) -> dict:
     """Trains `tagger` in place. With `evaluate` (a dev score, higher is better) the best epoch's
@@ -106,13 +114,12 @@ def train_tagger(tagger: DiseaseTagger, train_docs: Sequence[Document], config: 
     rng = random.Random(config.seed)
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = list(range(len(examples)))
-        rng.shuffle(order)
+        batches = _length_batches([len(x) for x, _ in examples], config.batch_size, rng)
         losses = []
         epoch_start = time.perf_counter()
         with tqdm(total=steps_per_epoch, unit="steps", desc=f"epoch {epoch}/{config.epochs}", disable=not progress) as bar:
-            for b in range(0, len(order), config.batch_size):
-                batch = _batch([examples[i] for i in order[b:b + config.batch_size]], tagger.tokenizer.pad_token_id, tagger.device)
+            for indices in batches:
+                batch = _batch([examples[i] for i in indices], tagger.tokenizer.pad_token_id, tagger.device)
                 loss = model(**batch).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
