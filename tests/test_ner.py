@@ -124,3 +124,20 @@ def test_training_learns_a_disease_word(tmp_path):
     assert record["epochs"][-1]["loss"] < record["epochs"][0]["loss"] / 3
     [spans] = tagger.tag(["in rats it was zika of dogs"])
     assert [m.text for m in spans] == ["zika"]
+
+
+def test_lexicon_learns_annotation_ratios_and_adds_only_where_nothing_was_found(tmp_path):
+    from biosyn.ner.lexicon import Lexicon
+
+    text = "DM patients had DM. Type 2 diabetes (DM) and cancer; breast cancer was rare, cancer of mice."
+    at = [text.index("DM"), text.index("DM."), text.index("DM)"), text.index("breast cancer")]
+    doc = Document("1", text, "", [Mention(at[0], at[0] + 2, "DM", "Modifier"), Mention(at[1], at[1] + 2, "DM", "SpecificDisease"),
+                                   Mention(at[2], at[2] + 2, "DM", "SpecificDisease"),
+                                   Mention(at[3], at[3] + 13, "breast cancer", "SpecificDisease")])
+    lexicon = Lexicon.learn([doc], min_ratio=0.5)
+    # "cancer" inside "breast cancer" does not count; it stands alone twice, annotated never.
+    assert lexicon.ratios == {"DM": [3, 3], "breast cancer": [1, 1]}
+    found = lexicon.find("Breast Cancer and DM, dm and BREAST CANCER in DMD", [(0, 6)], "Disease")
+    assert [(m.start, m.end, m.text) for m in found] == [(18, 20, "DM"), (29, 42, "BREAST CANCER")]
+    lexicon.save(tmp_path)
+    assert Lexicon.load(tmp_path).ratios == lexicon.ratios and Lexicon.load(tmp_path / "none") is None

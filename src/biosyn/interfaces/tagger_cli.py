@@ -50,6 +50,9 @@ def add_parsers(sub) -> None:
     ev.add_argument("--window", type=int, help="tokens per window (default: as saved)")
     ev.add_argument("--overlap", type=int, help="tokens shared by neighbouring windows (default: as saved)")
     ev.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the tagger (CPU)")
+    ev.add_argument("--lexicon", action=argparse.BooleanOptionalAction,
+                    help="add the training lexicon's strings where the tagger found nothing (default: as saved)")
+    ev.add_argument("--lexicon-min-ratio", type=float, help="keep lexicon strings annotated at least this often in training")
     ev.add_argument("--ner-only", action="store_true", help="score the tagger alone (no linker)")
     ev.add_argument("--predictions", help="write the annotated documents here (PubTator)")
     ev.add_argument("--from-predictions", help="score this PubTator file of annotated documents instead of running the models")
@@ -67,7 +70,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def tagger_overrides(args) -> dict:
     """The TaggerOptions that command-line flags set (unset flags keep the saved options)."""
-    given = {"max_length": args.window, "overlap": args.overlap, "propagate": args.propagate, "int8": args.int8 or None}
+    given = {"max_length": args.window, "overlap": args.overlap, "propagate": args.propagate, "int8": args.int8 or None,
+             "lexicon": args.lexicon, "lexicon_min_ratio": args.lexicon_min_ratio}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -91,6 +95,7 @@ def cmd_train(args) -> int:
     from ..data.records import Document
     from ..evaluation.annotation import span_scores
     from ..model.presets import minilm_path
+    from ..ner.lexicon import Lexicon
     from ..ner.tagger import DiseaseTagger, TaggerOptions
     from ..training.tagger import TaggerTrainingConfig, train_tagger
     from ..training.tagger_card import render_tagger_card
@@ -115,6 +120,7 @@ def cmd_train(args) -> int:
     print(f"training on {len(train_docs)} documents ({', '.join(f'{k} {v}' for k, v in sources.items())})", file=sys.stderr)
     record = train_tagger(tagger, train_docs, config, evaluate=None if dev is None else dev_f1, progress=not args.quiet)
     tagger.options.overlap = inference_overlap
+    tagger.lexicon = Lexicon.learn(train_docs)
     results = {}
     if dev is not None:
         found = tagger.tag([d.text for d in dev])

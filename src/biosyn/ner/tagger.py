@@ -28,6 +28,7 @@ from ..data.atomic import atomic_write
 from ..data.records import Mention
 from ..preprocess.abbreviations import find_abbreviations
 from .labels import ENTITY, ID2LABEL, LABEL2ID
+from .lexicon import Lexicon
 from .propagation import propagate
 from .windows import TokenizedText, tag_spans, tokenize, viterbi_bio, windows, without_surrogates
 
@@ -44,6 +45,8 @@ class TaggerOptions:
     propagate: bool = False  # a string tagged once is tagged wherever it recurs in the document
     abbreviations: bool = True  # ... and so is the short form (Ab3P) of a tagged long form
     int8: bool = False  # dynamic int8 quantisation of the linear layers for CPU inference
+    lexicon: bool = False  # add the training lexicon's strings where the model found nothing (lexicon.py)
+    lexicon_min_ratio: float = 0.5  # ... those annotated at least this often in the training text
 
     @property
     def body(self) -> int:
@@ -59,7 +62,7 @@ class DiseaseTagger:
     """Finds disease mentions in raw text. Not thread-safe: one call at a time."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                 options: TaggerOptions | None = None, metadata: dict | None = None):
+                 options: TaggerOptions | None = None, metadata: dict | None = None, lexicon: Lexicon | None = None):
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("the tagger needs a fast tokenizer (character offsets); this folder has a slow one")
         self.model = model
@@ -67,6 +70,7 @@ class DiseaseTagger:
         self.options = options or TaggerOptions()
         self.metadata = dict(metadata or {})  # training data, figures: what the model card states
         self.spec = ""  # what the user named it by (a folder, a hub id)
+        self.lexicon = lexicon
         self._int8_model: PreTrainedModel | None = None  # built from `model` at the first int8 call
         if self.options.max_length > model.config.max_position_embeddings:
             raise ValueError(f"max_length {self.options.max_length} is over the encoder's "
@@ -94,13 +98,15 @@ class DiseaseTagger:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         options = TaggerOptions.from_dict({**saved.get("options", {}), **overrides})
-        return cls(model, tokenizer, options, saved.get("metadata"))
+        return cls(model, tokenizer, options, saved.get("metadata"), Lexicon.load(folder))
 
     def save_pretrained(self, folder: str | os.PathLike, card: str | None = None) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
+        if self.lexicon is not None:
+            self.lexicon.save(folder)
         with atomic_write(folder / CONFIG_FILE) as out:
             json.dump({"format": "biosyn.tagger", "version": 1, "options": asdict(self.options),
                        "metadata": self.metadata}, out, indent=2)
@@ -169,6 +175,9 @@ class DiseaseTagger:
         text, words = tokenized.text, tokenized.words
         spans = [Mention(words[a][0], words[b - 1][1], text[words[a][0]:words[b - 1][1]], ENTITY)
                  for a, b in tag_spans(viterbi_bio(word_lp))]
+        if self.options.lexicon and self.lexicon is not None:
+            self.lexicon.min_ratio = self.options.lexicon_min_ratio
+            spans = sorted([*spans, *self.lexicon.find(text, [(m.start, m.end) for m in spans], ENTITY)], key=lambda m: m.start)
         if self.options.propagate and spans:
             abbreviations = find_abbreviations(without_surrogates(text)) if self.options.abbreviations else None
             spans = propagate(text, spans, abbreviations)
