@@ -37,9 +37,14 @@ def result_json(result) -> dict:
             "candidates": [[candidate_json(c) for c in part] for part in result.candidates]}
 
 
+def best_ids(result) -> list[str]:
+    """The best concept of each part that has a match, each once; none when no part has one."""
+    return list(dict.fromkeys(c.concepts[0] if c.concepts else c.ids[0] for c in result.top))
+
+
 def top_ids(result) -> str:
-    """The best concept of each part, joined by `|` as PubTator joins a composite's IDs."""
-    return "|".join(dict.fromkeys(c.concepts[0] if c.concepts else c.ids[0] for c in result.top)) or "-1"
+    """`best_ids` joined by `|` as PubTator joins a composite's IDs; `-1` (PubTator's "no ID") for no match."""
+    return "|".join(best_ids(result)) or "-1"
 
 
 def print_results(results, *, as_json: bool = False, out=None) -> None:
