@@ -3,25 +3,28 @@
 Model calls never run on the event loop. A micro-batcher gathers the mentions of concurrent
 requests for a few milliseconds and runs them through one `model.normalize` call in a worker
 thread, so concurrent requests share forward passes (and the sparse matrix products) instead of
-queueing for the model one by one. Every error, including FastAPI's own, is answered as
-`{"error": {"code", "message"}}`.
+queueing for the model one by one; each request's preprocessing runs on its own, so one bad
+request fails alone. Admission counts queued mentions, and every request has a deadline.
+Every error, including FastAPI's own, is answered as `{"error": {"code", "message"}}`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import platform
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from ...data.errors import FormatError
@@ -29,28 +32,43 @@ from ...data.ids import normalize_id
 from ...data.pubtator import format_pubtator, parse_pubtator
 from ...data.records import Document, Mention
 from ...search.index import MODES
-from ..normalize_files import result_json, top_ids
+from ..normalize_files import best_ids, result_json, top_ids
 
 PAGE = Path(__file__).with_name("page.html")
+log = logging.getLogger(__name__)
+
+
+def _limit(default, help: str):
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_mentions: int = 256  # per request, over all its documents
-    max_mention_chars: int = 300
-    max_text_chars: int = 20_000  # a document's text
-    max_documents: int = 64
-    max_k: int = 50
-    max_body_bytes: int = 1_000_000
-    max_batch: int = 256  # mentions per model call
-    batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
-    max_pending: int = 1024  # queued requests before new ones get 503
+    """What one request, the queue and one connection may cost; `biosyn serve` has an option for each."""
+
+    max_mentions: int = _limit(256, "mentions per request, over all its documents")
+    max_mention_chars: int = _limit(300, "characters per mention")
+    max_parts_per_mention: int = _limit(8, "parts a composite mention may split into")
+    max_parts: int = _limit(512, "mention parts per request, the unit of work")
+    max_text_chars: int = _limit(20_000, "characters per document text")
+    max_documents: int = _limit(64, "documents per /annotate request")
+    max_k: int = _limit(50, "candidates per part")
+    max_body_bytes: int = _limit(1_000_000, "request bodies over this get 413")
+    max_batch: int = _limit(256, "mentions per model call")
+    batch_wait_ms: float = _limit(5.0, "how long a lone request waits for others to share its model call")
+    max_queued_mentions: int = _limit(1024, "mentions admitted and not yet answered; beyond, new requests get 503")
+    request_timeout_s: float = _limit(10.0, "seconds from admission to answer; later, 503 deadline_exceeded")
+    keep_alive_s: float = _limit(5.0, "an idle keep-alive connection is closed after this many seconds")
+    receive_timeout_s: float = _limit(10.0, "seconds a client has to send a whole request, from connecting or "
+                                            "from the previous answer; later, 408 and the connection is closed")
+    max_connections: int = _limit(1000, "open connections; a connection beyond this gets 503 and is closed")
+    max_header_bytes: int = _limit(16_384, "request line and headers; over this, 400")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, **headers: str):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
 def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:
@@ -62,9 +80,36 @@ def error_response(status: int, code: str, message: str, **headers: str) -> JSON
 Mode = Literal["hybrid", "dense", "sparse"]
 
 
+def _unicode(value: str) -> str:
+    """JSON's `\\ud800` escapes can carry lone surrogates, which no UTF-8 output can hold."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"character {error.start} is a lone surrogate (U+{ord(value[error.start]):04X}), "
+                             "not Unicode text") from None
+    return value
+
+
+def _document_id(value: str) -> str:
+    # PubTator puts the ID at the start of every line, before `|` or a tab: a line break would forge a document.
+    if not 0 < len(value) <= 200 or "|" in value or not all(c.isprintable() and not c.isspace() for c in value):
+        raise ValueError("a document ID is 1 to 200 printable characters without spaces, line breaks or '|'")
+    return value
+
+
+def _one_line(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable text on one line (no tabs or line breaks)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+
+
 class NormalizeRequest(BaseModel):
-    mentions: list[str] = Field(description="mentions to normalise, e.g. [\"breast and ovarian cancer\", \"HNPCC\"]")
-    text: str | None = Field(None, description="the document the mentions come from; its abbreviations are resolved")
+    mentions: list[Text] = Field(description="mentions to normalise, e.g. [\"breast and ovarian cancer\", \"HNPCC\"]")
+    text: Text | None = Field(None, description="the document the mentions come from; its abbreviations are resolved")
     k: int = Field(5, ge=1, description="candidates per mention part")
     mode: Mode | None = Field(None, description="scoring; default: hybrid when the model has an encoder, else sparse")
 
@@ -82,7 +127,7 @@ class CandidateOut(BaseModel):
 class ResultOut(BaseModel):
     mention: str
     parts: list[str] = Field(description="the preprocessed single-concept parts (a composite mention has several)")
-    ids: list[str] = Field(description="the best concept of each part")
+    ids: list[str] = Field(description="the best concept of each part that has a match")
     candidates: list[list[CandidateOut]] = Field(description="per part, the ranked candidates")
 
 
@@ -95,18 +140,18 @@ class NormalizeResponse(BaseModel):
 class SpanIn(BaseModel):
     start: int = Field(ge=0)
     end: int = Field(ge=0)
-    type: str = "Disease"
+    type: Annotated[Text, AfterValidator(_one_line)] = "Disease"
 
 
 class DocumentIn(BaseModel):
-    id: str
-    text: str
+    id: Annotated[Text, AfterValidator(_document_id)]
+    text: Text
     mentions: list[SpanIn]
 
 
 class AnnotateRequest(BaseModel):
     documents: list[DocumentIn] | None = Field(None, description="documents with mention spans (character offsets)")
-    pubtator: str | None = Field(None, description="PubTator text: title and abstract lines plus annotation lines")
+    pubtator: Text | None = Field(None, description="PubTator text: title and abstract lines plus annotation lines")
     output: Literal["json", "pubtator", "bioc"] | None = Field(None, description="default: the input's format")
     mode: Mode | None = None
 
@@ -153,11 +198,21 @@ class _Job:
 
 
 class MicroBatcher:
-    """One worker task; each batch is one `model.normalize` call per scoring mode, in a thread."""
+    """One worker task; each batch is one model call per scoring mode, in a thread.
 
-    def __init__(self, model, *, max_batch: int, wait_s: float, max_pending: int):
+    Admission counts mentions, not requests: a request is refused (503) when the mentions
+    admitted and not yet answered would go over `max_queued_mentions`, so the wait of the
+    admitted ones stays bounded. A job whose client has gone or whose deadline has passed has a
+    done future and is dropped before the model call.
+    """
+
+    def __init__(self, model, *, max_batch: int, wait_s: float, max_queued_mentions: int,
+                 timeout_s: float | None = None, max_parts_per_mention: int | None = None, max_parts: int | None = None):
         self.model, self.max_batch, self.wait_s = model, max_batch, wait_s
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue(max_pending)
+        self.max_queued_mentions, self.timeout_s = max_queued_mentions, timeout_s
+        self.max_parts_per_mention, self.max_parts = max_parts_per_mention, max_parts
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.queued = 0  # mentions admitted and not yet answered
         self._held: _Job | None = None  # a job that did not fit the last batch, first in the next
         self._worker: asyncio.Task | None = None
         self.batches = self.mentions = 0
@@ -170,18 +225,39 @@ class MicroBatcher:
         await asyncio.gather(self._worker, return_exceptions=True)
 
     async def normalize(self, mentions: list[str], texts: list[str | None], k: int, mode: str | None) -> list:
+        n = len(mentions)
+        if self.queued and self.queued + n > self.max_queued_mentions:
+            raise ApiError(503, "overloaded", f"{self.queued} mentions are waiting for the model; retry shortly",
+                           **{"Retry-After": "1"})
         job = _Job(mentions, texts, k, mode, asyncio.get_running_loop().create_future())
+        self.queued += n
+        job.future.add_done_callback(lambda _: self._release(n))
+        self.queue.put_nowait(job)
         try:
-            self.queue.put_nowait(job)
-        except asyncio.QueueFull:
-            raise ApiError(503, "overloaded", "too many requests are waiting for the model; retry shortly") from None
-        return await job.future
+            # On timeout or when the caller is cancelled (its client left), wait_for cancels the future.
+            return await asyncio.wait_for(job.future, self.timeout_s)
+        except TimeoutError:
+            raise ApiError(503, "deadline_exceeded", f"no answer within {self.timeout_s:g} s; the server is busy, "
+                                                     "retry shortly", **{"Retry-After": "1"}) from None
+
+    def _release(self, n: int) -> None:
+        self.queued -= n
 
     async def _run(self) -> None:
         while True:
             jobs = await self._gather()
             for mode in dict.fromkeys(j.mode for j in jobs):
-                await self._call([j for j in jobs if j.mode == mode and not j.future.done()])
+                live = [j for j in jobs if j.mode == mode and not j.future.done()]
+                if not live:  # every client of this mode went away or ran out of time
+                    continue
+                outcomes = await asyncio.to_thread(self._compute, live)
+                for job, outcome in zip(live, outcomes):
+                    if job.future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        job.future.set_exception(outcome)
+                    else:
+                        job.future.set_result(outcome)
 
     async def _gather(self) -> list[_Job]:
         jobs = [self._held or await self.queue.get()]
@@ -198,30 +274,58 @@ class MicroBatcher:
             size += len(job.mentions)
         return jobs
 
-    async def _call(self, jobs: list[_Job]) -> None:
-        if not jobs:  # every client of this mode went away
-            return
-        # One call at the largest k; each job keeps its own top k (a prefix of the larger ranking).
-        k = max(j.k for j in jobs)
-        mentions = [m for j in jobs for m in j.mentions]
-        texts = [t for j in jobs for t in j.texts]
+    def _compute(self, jobs: list[_Job]) -> list:
+        """Each job's results, or the exception that is its own: preprocessing runs per job, and
+        when the shared model call fails each job is retried alone, so one bad request never
+        fails its neighbours."""
+        outcomes: list = [None] * len(jobs)
+        split = []
+        for i, job in enumerate(jobs):
+            try:
+                split.append((i, job, self._split(job)))
+            except Exception as error:
+                outcomes[i] = error
+        if split:
+            self._rank_apart(split, outcomes)
+        return outcomes
+
+    def _rank_apart(self, group: list, outcomes: list) -> None:
         try:
-            results = await asyncio.to_thread(self.model.normalize, mentions, k, mode=jobs[0].mode, texts=texts)
-        except Exception as error:  # the requests fail, the worker goes on
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_exception(error)
-            return
+            for (i, _, _), results in zip(group, self._rank(group)):
+                outcomes[i] = results
+        except Exception as error:
+            if len(group) == 1:
+                outcomes[group[0][0]] = error
+            else:
+                for one in group:
+                    self._rank_apart([one], outcomes)
+
+    def _split(self, job: _Job) -> list[tuple[str, ...]]:
+        parts = self.model.split(job.mentions, job.texts)
+        for i, ps in enumerate(parts):
+            if self.max_parts_per_mention is not None and len(ps) > self.max_parts_per_mention:
+                raise ApiError(422, "too_many_parts", f"mention {i} splits into {len(ps)} parts; "
+                                                      f"at most {self.max_parts_per_mention}")
+        total = sum(map(len, parts))
+        if self.max_parts is not None and total > self.max_parts:
+            raise ApiError(422, "too_many_parts", f"the mentions split into {total} parts; at most {self.max_parts} per request")
+        return parts
+
+    def _rank(self, group: list) -> list[list]:
+        # One call at the largest k; each job keeps its own top k (a prefix of the larger ranking).
+        mentions = [m for _, job, _ in group for m in job.mentions]
+        parts = [p for _, _, ps in group for p in ps]
+        results = self.model.normalize_parts(mentions, parts, max(job.k for _, job, _ in group), mode=group[0][1].mode)
         self.batches += 1
         self.mentions += len(mentions)
-        start = 0
-        for j in jobs:
-            mine = results[start:start + len(j.mentions)]
-            start += len(j.mentions)
+        out, start = [], 0
+        for _, job, _ in group:
+            mine = results[start:start + len(job.mentions)]
+            start += len(job.mentions)
             for r in mine:
-                r.candidates = [c[:j.k] for c in r.candidates]
-            if not j.future.done():  # a client that disconnected has cancelled its future
-                j.future.set_result(mine)
+                r.candidates = [c[:job.k] for c in r.candidates]
+            out.append(mine)
+        return out
 
 
 # -- the request body limit -----------------------------------------------------------------
@@ -267,6 +371,31 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class CatchAll:
+    """Answers an unexpected exception with a JSON 500 and keeps it from uvicorn, which would
+    close the keep-alive connection (Starlette's handler for `Exception` re-raises)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        started = False
+
+        async def watch(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            log.exception("request %s %s failed", scope.get("method"), scope.get("path"))
+            if started or scope["type"] != "http":
+                raise
+            await error_response(500, "internal_error", "the server failed on this request; it has been logged")(
+                scope, receive, send)
+
+
 # -- the app --------------------------------------------------------------------------------
 
 
@@ -280,7 +409,9 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.batcher = MicroBatcher(model, max_batch=limits.max_batch, wait_s=limits.batch_wait_ms / 1000,
-                                         max_pending=limits.max_pending)
+                                         max_queued_mentions=limits.max_queued_mentions,
+                                         timeout_s=limits.request_timeout_s,
+                                         max_parts_per_mention=limits.max_parts_per_mention, max_parts=limits.max_parts)
         app.state.batcher.start()
         yield
         await app.state.batcher.stop()
@@ -288,6 +419,7 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
     app = FastAPI(title="biosyn", version=_version("biosyn"), lifespan=lifespan,
                   description="Biomedical entity normalisation with BioSyn: mentions → ranked concept IDs.")
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(CatchAll)  # added last, so outside BodyLimit
     _add_error_handlers(app)
 
     def check_mode(mode: str | None) -> str:
@@ -331,14 +463,16 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
     async def info(request: Request):
         index = model.index
         batcher = request.app.state.batcher
-        manifest = {k: v for k, v in index.manifest.items() if k != "aliases"}
+        # No paths on disk: a local model, vocabulary or index is named by its last component only.
+        manifest = {k: _public(v) if k in ("model", "vocabulary") else v
+                    for k, v in index.manifest.items() if k != "aliases"}
         return {
-            "model": model.spec, "modes": list(modes), "default_mode": model.default_mode,
+            "model": _public(model.spec), "modes": list(modes), "default_mode": model.default_mode,
             "similarity": model.similarity, "sparse_weight": model.sparse_weight,
-            "index": {"names": len(index), "dense": index.has_dense, "path": str(index.path) if index.path else None,
-                      "manifest": manifest},
-            "vocabulary": {"name": vocabulary or manifest.get("vocabulary"), "concepts": len(index.concepts)},
+            "index": {"names": len(index), "dense": index.has_dense, "manifest": manifest},
+            "vocabulary": {"name": _public(vocabulary) or manifest.get("vocabulary"), "concepts": len(index.concepts)},
             "limits": asdict(limits), "batches": {"calls": batcher.batches, "mentions": batcher.mentions},
+            "queue": {"mentions": batcher.queued},
             "versions": {"python": platform.python_version(),
                          **{p: _version(p) for p in ("biosyn", "torch", "transformers", "fastapi", "uvicorn")}},
         }
@@ -348,7 +482,8 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
         """A concept by its main or alternative ID (`D001943`, `MESH:D001943`, `OMIM:114480`)."""
         c = model.index.concept(normalize_id(concept_id))
         if c is None:
-            raise ApiError(404, "unknown_concept", f"no concept with ID {concept_id!r} in this index")
+            shown = concept_id if len(concept_id) <= 40 else concept_id[:40] + "…"
+            raise ApiError(404, "unknown_concept", f"no concept with ID {shown!r} in this index")
         return ConceptOut(id=c.id, name=c.name, alt_ids=list(c.alt_ids), synonyms=list(c.synonyms))
 
     @app.post("/normalize", response_model=NormalizeResponse)
@@ -358,8 +493,9 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
         check_text(body.text, "text")
         check_k(body.k)
         mode = check_mode(body.mode)
-        results = await request.app.state.batcher.normalize(body.mentions, [body.text] * len(body.mentions), body.k, mode)
-        return {"mode": mode, "k": body.k, "results": [result_json(r) for r in results]}
+        results = await _until_disconnected(request, request.app.state.batcher.normalize(
+            body.mentions, [body.text] * len(body.mentions), body.k, mode))
+        return await _json(lambda: {"mode": mode, "k": body.k, "results": [result_json(r) for r in results]})
 
     @app.post("/annotate", response_model=AnnotateResponse, response_model_exclude_none=True)
     async def annotate(body: AnnotateRequest, request: Request):
@@ -376,22 +512,59 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
             check_mentions(mentions)
         mode = check_mode(body.mode)
         texts = [d.text for d in docs for _ in d.mentions]
-        results = iter(await request.app.state.batcher.normalize(mentions, texts, 1, mode) if mentions else [])
+        results = iter(await _until_disconnected(request, request.app.state.batcher.normalize(mentions, texts, 1, mode))
+                       if mentions else [])
         filled = [(d, [(m, next(results)) for m in d.mentions]) for d in docs]
         output = body.output or ("pubtator" if body.pubtator is not None else "json")
-        if output == "pubtator":
-            return {"pubtator": "\n".join(format_pubtator(_with_ids(d, pairs)) for d, pairs in filled)}
-        if output == "bioc":
-            return {"bioc": _bioc(filled)}
-        return {"documents": [{"id": d.pmid, "text": d.text, "mentions": [_span_json(m, r) for m, r in pairs]}
-                              for d, pairs in filled]}
+        return await _json(lambda: _annotated(filled, output))
 
     return app
 
 
+async def _until_disconnected(request: Request, work):
+    """Awaits `work`, or cancels it (its queued job is then dropped) when the client disconnects."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected():
+        # The body has been read: the next message is the disconnect (or the end of the exchange).
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        raise ApiError(499, "client_closed_request", "the client closed the connection")
+    return task.result()
+
+
+async def _json(payload) -> JSONResponse:
+    """Builds and serialises a response in a thread: a large one would hold up the event loop."""
+    return await asyncio.to_thread(lambda: JSONResponse(payload()))
+
+
+def _annotated(filled, output: str) -> dict:
+    if output == "pubtator":
+        return {"pubtator": "\n".join(format_pubtator(_with_ids(d, pairs)) for d, pairs in filled)}
+    if output == "bioc":
+        return {"bioc": _bioc(filled)}
+    return {"documents": [{"id": d.pmid, "text": d.text, "mentions": [_span_json(m, r) for m, r in pairs]}
+                          for d, pairs in filled]}
+
+
+def _public(name: str | None) -> str | None:
+    """A local file or folder by its name alone; anything else (a hub id, a vocabulary name) as it is."""
+    return Path(name).name if name and Path(name).exists() else name
+
+
 def _pubtator_documents(text: str) -> list[Document]:
     errors: list[FormatError] = []
-    docs = list(parse_pubtator(text.splitlines(), source="pubtator", skipped=errors))
+    # Lines as a file read gives them: split at line ends only, not at U+2028 or a form feed as str.splitlines does.
+    docs = list(parse_pubtator(io.StringIO(text, newline=None), source="pubtator", skipped=errors))
     if errors:
         raise ApiError(422, "bad_pubtator", "; ".join(str(e) for e in errors[:5]))
     for d in docs:
@@ -417,12 +590,15 @@ def _json_documents(documents: list[DocumentIn]) -> list[Document]:
 
 
 def _with_ids(doc: Document, pairs) -> Document:
-    mentions = [Mention(m.start, m.end, m.text, m.type, tuple(top_ids(r).split("|"))) for m, r in pairs]
-    return Document(doc.pmid, doc.title, doc.abstract, mentions, doc.relations)
+    """The document for PubTator output. A JSON document's text may hold line breaks and tabs,
+    PubTator's separators: each becomes a space, which keeps every offset."""
+    flat = str.maketrans("\r\n\t", "   ")
+    mentions = [Mention(m.start, m.end, m.text.translate(flat), m.type, tuple(top_ids(r).split("|"))) for m, r in pairs]
+    return Document(doc.pmid, doc.title.translate(flat), doc.abstract.translate(flat), mentions, doc.relations)
 
 
 def _span_json(m: Mention, r) -> dict:
-    return {"start": m.start, "end": m.end, "text": m.text, "type": m.type, "ids": top_ids(r).split("|"),
+    return {"start": m.start, "end": m.end, "text": m.text, "type": m.type, "ids": best_ids(r),
             "names": [c.preferred_names[0] if c.preferred_names else c.name for c in r.top],
             "scores": [round(c.score, 6) for c in r.top]}
 
@@ -460,7 +636,7 @@ def _bioc(filled) -> dict:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request, error: ApiError):
-        return error_response(error.status, error.code, error.message)
+        return error_response(error.status, error.code, error.message, **error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, error: RequestValidationError):
@@ -473,13 +649,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request, error: HTTPException):
+        if error.status_code == 400 and error.__cause__ is not None:  # FastAPI could not read the body
+            return error_response(422, "malformed_json", "the request body is not valid JSON (not UTF-8, or nested "
+                                                         "too deeply)")
         codes = {404: "not_found", 405: "method_not_allowed"}
         return error_response(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail),
                               **(error.headers or {}))
-
-    @app.exception_handler(Exception)
-    async def internal(request, error: Exception):
-        return error_response(500, "internal_error", "the server failed on this request; it has been logged")
 
 
 def _version(package: str) -> str | None:
