@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 import platform
+import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -57,6 +59,8 @@ class Limits:
     max_batch: int = _limit(256, "mentions per model call")
     batch_wait_ms: float = _limit(5.0, "how long a lone request waits for others to share its model call")
     max_queued_mentions: int = _limit(1024, "mentions admitted and not yet answered; beyond, new requests get 503")
+    max_queue_wait_s: float = _limit(1.0, "a request is also refused (503) when the mentions ahead of it and its own "
+                                          "would take longer than this at the measured rate")
     request_timeout_s: float = _limit(10.0, "seconds from admission to answer; later, 503 deadline_exceeded")
     keep_alive_s: float = _limit(5.0, "an idle keep-alive connection is closed after this many seconds")
     receive_timeout_s: float = _limit(10.0, "seconds a client has to send a whole request, from connecting or "
@@ -201,18 +205,22 @@ class MicroBatcher:
     """One worker task; each batch is one model call per scoring mode, in a thread.
 
     Admission counts mentions, not requests: a request is refused (503) when the mentions
-    admitted and not yet answered would go over `max_queued_mentions`, so the wait of the
-    admitted ones stays bounded. A job whose client has gone or whose deadline has passed has a
-    done future and is dropped before the model call.
+    admitted and not yet answered, with its own, would go over `max_queued_mentions`, or would
+    take longer than `max_queue_wait_s` at the rate the model has been going (`rate`, mentions
+    per second), so the wait of the admitted ones stays bounded on any machine. A request finds
+    room whenever nothing is queued. A job whose client has gone or whose deadline has passed
+    has a done future and is dropped before the model call.
     """
 
     def __init__(self, model, *, max_batch: int, wait_s: float, max_queued_mentions: int,
-                 timeout_s: float | None = None, max_parts_per_mention: int | None = None, max_parts: int | None = None):
+                 max_queue_wait_s: float | None = None, timeout_s: float | None = None,
+                 max_parts_per_mention: int | None = None, max_parts: int | None = None):
         self.model, self.max_batch, self.wait_s = model, max_batch, wait_s
-        self.max_queued_mentions, self.timeout_s = max_queued_mentions, timeout_s
+        self.max_queued_mentions, self.max_queue_wait_s, self.timeout_s = max_queued_mentions, max_queue_wait_s, timeout_s
         self.max_parts_per_mention, self.max_parts = max_parts_per_mention, max_parts
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.queued = 0  # mentions admitted and not yet answered
+        self.rate: float | None = None  # mentions per second in model calls, smoothed
         self._held: _Job | None = None  # a job that did not fit the last batch, first in the next
         self._worker: asyncio.Task | None = None
         self.batches = self.mentions = 0
@@ -226,9 +234,7 @@ class MicroBatcher:
 
     async def normalize(self, mentions: list[str], texts: list[str | None], k: int, mode: str | None) -> list:
         n = len(mentions)
-        if self.queued and self.queued + n > self.max_queued_mentions:
-            raise ApiError(503, "overloaded", f"{self.queued} mentions are waiting for the model; retry shortly",
-                           **{"Retry-After": "1"})
+        self.admit(n)
         job = _Job(mentions, texts, k, mode, asyncio.get_running_loop().create_future())
         self.queued += n
         job.future.add_done_callback(lambda _: self._release(n))
@@ -240,6 +246,25 @@ class MicroBatcher:
             raise ApiError(503, "deadline_exceeded", f"no answer within {self.timeout_s:g} s; the server is busy, "
                                                      "retry shortly", **{"Retry-After": "1"}) from None
 
+    async def warm_up(self, mentions: list[str]) -> None:
+        """A model call outside the limits and the counts, to measure the first rate."""
+        started = time.perf_counter()
+        await asyncio.to_thread(self.model.normalize, mentions, 1)
+        self._measured(len(mentions), started)
+
+    def _measured(self, mentions: int, started: float) -> None:
+        rate = mentions / max(time.perf_counter() - started, 1e-6)
+        self.rate = rate if self.rate is None else 0.7 * self.rate + 0.3 * rate
+
+    def admit(self, n: int) -> None:
+        """Raises 503 when a request of `n` mentions finds no room (with n = 1: when none would)."""
+        ahead = self.queued + n
+        slow = self.rate is not None and self.max_queue_wait_s is not None and ahead / self.rate > self.max_queue_wait_s
+        if self.queued and (ahead > self.max_queued_mentions or slow):
+            retry = math.ceil(self.queued / self.rate) if self.rate else 1
+            raise ApiError(503, "overloaded", f"{self.queued} mentions are waiting for the model; retry shortly",
+                           **{"Retry-After": str(max(1, retry))})
+
     def _release(self, n: int) -> None:
         self.queued -= n
 
@@ -250,7 +275,9 @@ class MicroBatcher:
                 live = [j for j in jobs if j.mode == mode and not j.future.done()]
                 if not live:  # every client of this mode went away or ran out of time
                     continue
+                started = time.perf_counter()
                 outcomes = await asyncio.to_thread(self._compute, live)
+                self._measured(sum(len(j.mentions) for j in live), started)
                 for job, outcome in zip(live, outcomes):
                     if job.future.done():
                         continue
@@ -371,6 +398,23 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class Shed:
+    """Refuses work (503) before its body is parsed while the queue has no room for even one
+    mention: under overload, parsing and validating the requests that are refused anyway
+    would take the CPU from the admitted ones."""
+
+    def __init__(self, app, paths: tuple[str, ...]):
+        self.app, self.paths = app, paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            try:
+                scope["app"].state.batcher.admit(1)
+            except ApiError as error:
+                return await error_response(error.status, error.code, error.message, **error.headers)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class CatchAll:
     """Answers an unexpected exception with a JSON 500 and keeps it from uvicorn, which would
     close the keep-alive connection (Starlette's handler for `Exception` re-raises)."""
@@ -410,16 +454,19 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
     async def lifespan(app: FastAPI):
         app.state.batcher = MicroBatcher(model, max_batch=limits.max_batch, wait_s=limits.batch_wait_ms / 1000,
                                          max_queued_mentions=limits.max_queued_mentions,
-                                         timeout_s=limits.request_timeout_s,
+                                         max_queue_wait_s=limits.max_queue_wait_s, timeout_s=limits.request_timeout_s,
                                          max_parts_per_mention=limits.max_parts_per_mention, max_parts=limits.max_parts)
         app.state.batcher.start()
+        # One full call before serving: it warms the model up and gives admission control its first rate.
+        await app.state.batcher.warm_up(list(model.index.names[:limits.max_batch]))
         yield
         await app.state.batcher.stop()
 
     app = FastAPI(title="biosyn", version=_version("biosyn"), lifespan=lifespan,
                   description="Biomedical entity normalisation with BioSyn: mentions → ranked concept IDs.")
-    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
-    app.add_middleware(CatchAll)  # added last, so outside BodyLimit
+    app.add_middleware(Shed, paths=("/normalize", "/annotate"))
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)  # outside Shed: the body is read, the connection kept
+    app.add_middleware(CatchAll)  # added last, so outermost
     _add_error_handlers(app)
 
     def check_mode(mode: str | None) -> str:
@@ -472,7 +519,7 @@ def create_app(model, *, limits: Limits = Limits(), vocabulary: str | None = Non
             "index": {"names": len(index), "dense": index.has_dense, "manifest": manifest},
             "vocabulary": {"name": _public(vocabulary) or manifest.get("vocabulary"), "concepts": len(index.concepts)},
             "limits": asdict(limits), "batches": {"calls": batcher.batches, "mentions": batcher.mentions},
-            "queue": {"mentions": batcher.queued},
+            "queue": {"mentions": batcher.queued, "rate": batcher.rate},
             "versions": {"python": platform.python_version(),
                          **{p: _version(p) for p in ("biosyn", "torch", "transformers", "fastapi", "uvicorn")}},
         }
