@@ -393,14 +393,13 @@ def test_a_500_keeps_the_connection_open(monkeypatch):  # defect 5
         conn.close()
 
 
-@pytest.mark.parametrize("text", [
-    '{"mentions": ["a"], "text": "Wilson disease \\ud800 (WD)"}',
-    '{"mentions": ["\\udc00breast cancer"]}',
-    '{"documents": [{"id": "a", "text": "\\ud800abc", "mentions": [{"start": 1, "end": 3}]}]}',
-    '{"pubtator": "1|t|x\\ud800y\\n"}',
+@pytest.mark.parametrize("path, text", [
+    ("/normalize", '{"mentions": ["a"], "text": "Wilson disease \\ud800 (WD)"}'),
+    ("/normalize", '{"mentions": ["\\udc00breast cancer"]}'),
+    ("/annotate", '{"documents": [{"id": "a", "text": "\\ud800abc", "mentions": [{"start": 1, "end": 3}]}]}'),
+    ("/annotate", '{"pubtator": "1|t|x\\ud800y\\n"}'),
 ])
-def test_lone_surrogates_are_a_422(client, text):  # defect 6
-    path = "/normalize" if "mentions\": [\"" in text or "\"text\"" in text and "documents" not in text else "/annotate"
+def test_lone_surrogates_are_a_422(client, path, text):  # defect 6
     response = post_raw(client, path, text)
     assert error_code(response, 422) == "invalid_request"
     assert "lone surrogate" in response.json()["error"]["message"]
