@@ -204,3 +204,20 @@ def test_a_real_tagger_folder(index_dir, tmp_path, capsys):
     assert annotate(index_dir, "--tagger", str(tmp_path / "tagger"), "--format", "jsonl", "breast cancer") == 0
     (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert spans(record) == [(0, 6, "breast", ["D001943"]), (7, 13, "cancer", ["D009369"])]
+
+
+def test_a_mention_without_a_match_gets_no_ids(index_dir):
+    from biosyn.annotation.annotator import Annotator, linked_document
+    from biosyn.data.pubtator import format_pubtator
+    from biosyn.data.records import Document
+    from biosyn.search.index import NameIndex
+
+    linker = BioSyn()
+    linker.use_index(NameIndex.load(index_dir))
+    annotator = Annotator(FakeTagger(names=("乳腺癌", "breast cancer")), linker)
+    text = "乳腺癌 and breast cancer"
+    none, breast = annotator.annotate([text])[0]  # no character n-gram of 乳腺癌 is in the vocabulary
+    assert (none.ids, none.names, none.scores) == ((), (), ())
+    assert (breast.ids, breast.names) == (("D001943",), ("Breast Neoplasms",))
+    assert format_pubtator(linked_document(Document("1", text), [none, breast])).splitlines()[2:] == [
+        "1\t0\t3\t乳腺癌\tDisease\t-1", "1\t8\t21\tbreast cancer\tDisease\tD001943"]

@@ -41,7 +41,7 @@ def tiny_tagger(folder: Path, seed: int = 0, hidden: int = 32, **options):
     from biosyn.ner.tagger import DiseaseTagger, TaggerOptions
 
     _, slow = tiny_bert(folder, seed=seed, hidden=hidden)
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"))  # transformers 5 ignores vocab_file=
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=len(ID2LABEL),

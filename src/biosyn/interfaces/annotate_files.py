@@ -254,7 +254,9 @@ def mention_json(m) -> dict:
 
 
 def _annotated(s: Source) -> Document:
-    return Document(s.doc.pmid, s.doc.title, s.doc.abstract, [m.as_mention() for m in s.linked], list(s.doc.relations))
+    from ..annotation.annotator import linked_document  # here: the main CLI imports this module, and that one torch
+
+    return linked_document(s.doc, s.linked)
 
 
 def render(sources: list[Source], fmt: str) -> str:

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from ..data.atomic import atomic_write
 from ..data.errors import FormatError
+from ..data.ids import NO_CONCEPT
 from ..data.pubtator import format_pubtator, read_pubtator
 from ..data.records import Document, Mention
 
@@ -38,8 +39,8 @@ def result_json(result) -> dict:
 
 
 def top_ids(result) -> str:
-    """The best concept of each part, joined by `|` as PubTator joins a composite's IDs."""
-    return "|".join(dict.fromkeys(c.concept_id for c in result.top)) or "-1"
+    """`result.best_ids` joined by `|` as PubTator joins a composite's IDs; `-1` (PubTator's "no ID") for no match."""
+    return "|".join(result.best_ids) or NO_CONCEPT
 
 
 def print_results(results, *, as_json: bool = False, out=None) -> None:
@@ -123,7 +124,7 @@ def _render(fmt, records, results, docs) -> str:
         filled: dict[int, list[Mention]] = {}
         for (_, _, (doc, i)), r in zip(records, results):
             m = doc.mentions[i]
-            filled.setdefault(id(doc), list(doc.mentions))[i] = Mention(m.start, m.end, m.text, m.type, tuple(top_ids(r).split("|")))
+            filled.setdefault(id(doc), list(doc.mentions))[i] = Mention(m.start, m.end, m.text, m.type, r.best_ids)
         return "\n".join(format_pubtator(Document(d.pmid, d.title, d.abstract, filled.get(id(d), d.mentions), d.relations))
                          for d in docs)
     if fmt == "tsv":
