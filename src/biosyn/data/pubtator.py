@@ -4,6 +4,8 @@
 
 Survives the quirks of the official NCBI disease files: a PMID that occurs twice (kept as two
 documents), ID fields with leading spaces, mention texts with trailing spaces, `+`-joined IDs.
+A mention's span must be non-empty, lie inside the document's text and cover the mention's
+text (compared without surrounding whitespace); a BOM before the first line is dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Collection, Iterable, Iterator
 from .atomic import atomic_write
 from .errors import FormatError
 from .ids import split_ids
+from .lines import BOM, text_lines
 from .records import Document, Mention, Relation
 
 
@@ -29,8 +32,7 @@ def read_pubtator(
     A malformed line raises FormatError, unless `skipped` is a list: then the line is
     left out, the error appended to it, and reading goes on.
     """
-    with open(path, encoding="utf-8") as handle:
-        return list(parse_pubtator(handle, source=str(path), types=types, skipped=skipped))
+    return list(_parse(text_lines(path, skipped), str(path), types, skipped))
 
 
 def parse_pubtator(
@@ -40,9 +42,20 @@ def parse_pubtator(
     types: Collection[str] | None = None,
     skipped: list[FormatError] | None = None,
 ) -> Iterator[Document]:
+    numbered = ((n, raw.rstrip("\r\n")) for n, raw in enumerate(lines, start=1))
+    return _parse(numbered, source, types, skipped)
+
+
+def _parse(
+    numbered: Iterable[tuple[int, str]],
+    source: str,
+    types: Collection[str] | None,
+    skipped: list[FormatError] | None,
+) -> Iterator[Document]:
     doc: Document | None = None
-    for line_no, raw in enumerate(lines, start=1):
-        line = raw.rstrip("\r\n")
+    for line_no, line in numbered:
+        if line_no == 1 and line.startswith(BOM):
+            line = line[1:]
         if not line.strip():
             if doc is not None:
                 yield doc
@@ -94,10 +107,16 @@ def _parse_mention(fields: list[str], doc: Document, source: str, line_no: int) 
         start, end = int(fields[1]), int(fields[2])
     except ValueError:
         raise FormatError(source, line_no, "start/end", f"offsets must be integers, got {fields[1]!r}, {fields[2]!r}") from None
-    if not 0 <= start <= end:
+    if not 0 <= start < end:
         raise FormatError(source, line_no, "start/end", f"invalid span {start}-{end}")
+    text = doc.text
+    if end > len(text):
+        raise FormatError(source, line_no, "start/end", f"span {start}-{end} ends past the document's {len(text)} characters")
+    mention = fields[3].strip()
+    if text[start:end].strip() != mention:
+        raise FormatError(source, line_no, "text", f"{mention!r} is not the document's text {text[start:end]!r} at {start}-{end}")
     ids = split_ids(fields[5]) if len(fields) > 5 else ()
-    return Mention(start=start, end=end, text=fields[3].strip(), type=fields[4].strip(), ids=ids)
+    return Mention(start=start, end=end, text=mention, type=fields[4].strip(), ids=ids)
 
 
 def format_pubtator(doc: Document) -> str:

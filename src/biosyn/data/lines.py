@@ -1,0 +1,66 @@
+"""Numbered text lines of an input file, for every reader: UTF-8 checked line by line, so an
+undecodable line is a `FormatError` naming its file and line; a leading UTF-8 byte order mark
+is dropped; gzipped files are read through gzip (told by their content, not their name).
+
+Lines end at `\\n` only (with a `\\r` before it dropped), as a text file opened by Python
+splits them: U+2028, form feeds and other Unicode line breaks stay inside the line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import zlib
+from collections.abc import Iterator
+
+from .errors import FormatError
+
+BOM = "\ufeff"
+
+
+def is_gzipped(path: str | os.PathLike) -> bool:
+    with open(path, "rb") as probe:
+        return probe.read(2) == b"\x1f\x8b"
+
+
+def text_lines(path: str | os.PathLike, skipped: list[FormatError] | None = None) -> Iterator[tuple[int, str]]:
+    """(line number from 1, line without its line ending) for every line of `path`.
+
+    A line that is not UTF-8 raises FormatError, unless `skipped` is a list: then the error
+    goes there and the line is left out. A damaged gzip stream always raises.
+    """
+    handle = gzip.open(path, "rb") if is_gzipped(path) else open(path, "rb")
+    line_no = 0
+    with handle:
+        try:
+            for line_no, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    problem = FormatError(path, line_no, "encoding",
+                                          f"not UTF-8: byte {raw[error.start]:#04x} at column {error.start + 1}")
+                    if skipped is None:
+                        raise problem from None
+                    skipped.append(problem)
+                    continue
+                if line_no == 1 and line.startswith(BOM):
+                    line = line[1:]
+                yield line_no, line.rstrip("\r\n")
+        except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise FormatError(path, line_no + 1, "gzip", f"damaged compressed data ({error})") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json_line(line: str, path: str | os.PathLike | None, line_no: int | None):
+    """One JSON value, strictly: `NaN` and `Infinity` (which Python's json accepts and would
+    write back out as invalid JSON) and nesting too deep to parse are FormatErrors too."""
+    try:
+        return json.loads(line, parse_constant=_no_constant)
+    except RecursionError:
+        raise FormatError(path, line_no, "json", "nested too deeply") from None
+    except ValueError as error:  # JSONDecodeError, NaN/Infinity, integers of over 4300 digits
+        raise FormatError(path, line_no, "json", str(error)) from None
