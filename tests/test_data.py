@@ -260,13 +260,17 @@ def test_damaged_gzip_names_the_file(tmp_path):
     ("1\t0\t40\tTitle. Abstract.\tDisease\tD1", "span 0-40 ends past the document's 16 characters"),
     ("1\t0\t5\tAbstr\tDisease\tD1", "'Abstr' is not the document's text 'Title' at 0-5"),
 ])
-def test_pubtator_spans_must_fit_the_text(line, problem):
+def test_pubtator_spans_must_fit_the_text(tmp_path, line, problem):
     lines = ["1|t|Title.", "1|a|Abstract.", line]
     with pytest.raises(FormatError, match=r"<input>:3: (start/end|text): " + problem.replace("(", r"\(")):
-        list(parse_pubtator(lines))
+        list(parse_pubtator(lines, check_text=True))
     skipped = []
-    (doc,) = parse_pubtator(lines, skipped=skipped)
+    (doc,) = parse_pubtator(lines, skipped=skipped, check_text=True)
     assert doc.mentions == [] and len(skipped) == 1
+    path = tmp_path / "p.txt"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FormatError, match=r"p.txt:3: (start/end|text): " + problem.replace("(", r"\(")):
+        read_pubtator(path)
 
 
 def test_strict_json_lines(tmp_path):

@@ -150,7 +150,7 @@ def pubtator_documents(draw):
 @given(lines=pubtator_documents())
 def test_pubtator_documents_and_the_pipeline(lines):
     skipped: list[FormatError] = []
-    docs = list(parse_pubtator(lines, skipped=skipped))
+    docs = list(parse_pubtator(lines, skipped=skipped, check_text=True))
     for error in skipped:
         assert error.path == "<input>" and error.line is not None
     for doc in docs:

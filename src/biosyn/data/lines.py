@@ -55,11 +55,14 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
+_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant)  # one decoder: json.loads with options builds one a call
+
+
 def parse_json_line(line: str, path: str | os.PathLike | None, line_no: int | None):
     """One JSON value, strictly: `NaN` and `Infinity` (which Python's json accepts and would
     write back out as invalid JSON) and nesting too deep to parse are FormatErrors too."""
     try:
-        return json.loads(line, parse_constant=_no_constant)
+        return _STRICT_JSON.decode(line)
     except RecursionError:
         raise FormatError(path, line_no, "json", "nested too deeply") from None
     except ValueError as error:  # JSONDecodeError, NaN/Infinity, integers of over 4300 digits

@@ -4,8 +4,10 @@
 
 Survives the quirks of the official NCBI disease files: a PMID that occurs twice (kept as two
 documents), ID fields with leading spaces, mention texts with trailing spaces, `+`-joined IDs.
-A mention's span must be non-empty, lie inside the document's text and cover the mention's
-text (compared without surrounding whitespace); a BOM before the first line is dropped.
+A mention's span must be non-empty. With `check_text` (the default of `read_pubtator`) it must
+also lie inside the document's text and cover the mention's text (compared without surrounding
+whitespace); `parse_pubtator` leaves that to callers that report span errors in their own way,
+as the server does with its `bad_span` code, unless asked. A BOM before the first line is dropped.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ def read_pubtator(
     *,
     types: Collection[str] | None = None,
     skipped: list[FormatError] | None = None,
+    check_text: bool = True,
 ) -> list[Document]:
     """Reads a PubTator file. `types` keeps only mentions of those entity types.
 
     A malformed line raises FormatError, unless `skipped` is a list: then the line is
     left out, the error appended to it, and reading goes on.
     """
-    return list(_parse(text_lines(path, skipped), str(path), types, skipped))
+    return list(_parse(text_lines(path, skipped), str(path), types, skipped, check_text))
 
 
 def parse_pubtator(
@@ -41,9 +44,10 @@ def parse_pubtator(
     source: str = "<input>",
     types: Collection[str] | None = None,
     skipped: list[FormatError] | None = None,
+    check_text: bool = False,
 ) -> Iterator[Document]:
     numbered = ((n, raw.rstrip("\r\n")) for n, raw in enumerate(lines, start=1))
-    return _parse(numbered, source, types, skipped)
+    return _parse(numbered, source, types, skipped, check_text)
 
 
 def _parse(
@@ -51,6 +55,7 @@ def _parse(
     source: str,
     types: Collection[str] | None,
     skipped: list[FormatError] | None,
+    check_text: bool,
 ) -> Iterator[Document]:
     doc: Document | None = None
     for line_no, line in numbered:
@@ -80,7 +85,7 @@ def _parse(
             if len(fields) == 4 and not fields[1].strip().isdigit():
                 doc.relations.append(Relation(fields[1], tuple(fields[2:])))
                 continue
-            mention = _parse_mention(fields, doc, source, line_no)
+            mention = _parse_mention(fields, doc, source, line_no, check_text)
             if types is None or mention.type in types:
                 doc.mentions.append(mention)
         except FormatError as error:
@@ -100,7 +105,7 @@ def _split_text_line(line: str, source: str, line_no: int) -> tuple[str, str, st
     return parts[0].strip(), parts[1], parts[2]
 
 
-def _parse_mention(fields: list[str], doc: Document, source: str, line_no: int) -> Mention:
+def _parse_mention(fields: list[str], doc: Document, source: str, line_no: int, check_text: bool) -> Mention:
     if len(fields) < 5:
         raise FormatError(source, line_no, "annotation", f"expected at least 5 tab-separated fields, found {len(fields)}")
     try:
@@ -109,11 +114,10 @@ def _parse_mention(fields: list[str], doc: Document, source: str, line_no: int) 
         raise FormatError(source, line_no, "start/end", f"offsets must be integers, got {fields[1]!r}, {fields[2]!r}") from None
     if not 0 <= start < end:
         raise FormatError(source, line_no, "start/end", f"invalid span {start}-{end}")
-    text = doc.text
-    if end > len(text):
+    text, mention = doc.text, fields[3].strip()
+    if check_text and end > len(text):
         raise FormatError(source, line_no, "start/end", f"span {start}-{end} ends past the document's {len(text)} characters")
-    mention = fields[3].strip()
-    if text[start:end].strip() != mention:
+    if check_text and text[start:end].strip() != mention:
         raise FormatError(source, line_no, "text", f"{mention!r} is not the document's text {text[start:end]!r} at {start}-{end}")
     ids = split_ids(fields[5]) if len(fields) > 5 else ()
     return Mention(start=start, end=end, text=mention, type=fields[4].strip(), ids=ids)

@@ -376,37 +376,35 @@ def _verify_checksums(folder: Path, checksums: dict[str, str], needed: list[str]
             raise CorruptIndexError(file, None, None, f"content does not match its checksum in {MANIFEST}: the file is damaged")
 
 
-def _read_dictionary(path: Path) -> tuple[list[str], list[tuple[str, ...]]]:
-    names, ids = [], []
+def _jsonl(path: Path, valid, expected: str):
+    """Each line's JSON value; a value that is not `valid`, or any other problem, names the line."""
     try:
         for line_no, line in text_lines(path):
-            entry = parse_json_line(line, path, line_no)
-            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and isinstance(entry[1], list)
-                    and all(isinstance(i, str) for i in entry[1])):
-                raise CorruptIndexError(path, line_no, None, "expected [name, [id, ...]]")
-            names.append(entry[0])
-            ids.append(tuple(entry[1]))
+            value = parse_json_line(line, path, line_no)
+            if not valid(value):
+                raise CorruptIndexError(path, line_no, None, f"expected {expected}")
+            yield value
     except FormatError as error:
         raise CorruptIndexError(error.path, error.line, error.field, error.message) from None
     except OSError as error:
         raise CorruptIndexError(path, None, None, f"unreadable ({error.strerror or error})") from None
-    return names, ids
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _read_dictionary(path: Path) -> tuple[list[str], list[tuple[str, ...]]]:
+    valid = lambda e: isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and _strings(e[1])  # noqa: E731
+    entries = list(_jsonl(path, valid, "[name, [id, ...]]"))
+    return [name for name, _ in entries], [tuple(ids) for _, ids in entries]
 
 
 def _read_concepts(path: Path) -> dict[str, Concept]:
-    concepts = {}
-    try:
-        for line_no, line in text_lines(path):
-            r = parse_json_line(line, path, line_no)
-            if not (isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("name"), str)
-                    and all(isinstance(r.get(f), list) and all(isinstance(v, str) for v in r[f]) for f in ("alt_ids", "synonyms"))):
-                raise CorruptIndexError(path, line_no, None, "expected {id, name, alt_ids: [...], synonyms: [...]}")
-            concepts[r["id"]] = Concept(r["id"], r["name"], tuple(r["alt_ids"]), tuple(r["synonyms"]))
-    except FormatError as error:
-        raise CorruptIndexError(error.path, error.line, error.field, error.message) from None
-    except OSError as error:
-        raise CorruptIndexError(path, None, None, f"unreadable ({error.strerror or error})") from None
-    return concepts
+    valid = lambda r: (isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("name"), str)  # noqa: E731
+                       and _strings(r.get("alt_ids")) and _strings(r.get("synonyms")))
+    records = _jsonl(path, valid, "{id, name, alt_ids: [...], synonyms: [...]}")
+    return {r["id"]: Concept(r["id"], r["name"], tuple(r["alt_ids"]), tuple(r["synonyms"])) for r in records}
 
 
 def _load_array(path: Path, mmap_mode: str | None) -> np.ndarray:
