@@ -13,6 +13,7 @@ import json
 import os
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 from .errors import FormatError
 
@@ -67,3 +68,19 @@ def parse_json_line(line: str, path: str | os.PathLike | None, line_no: int | No
         raise FormatError(path, line_no, "json", "nested too deeply") from None
     except ValueError as error:  # JSONDecodeError, NaN/Infinity, integers of over 4300 digits
         raise FormatError(path, line_no, "json", str(error)) from None
+
+
+def json_lines(path: str | os.PathLike) -> list:
+    """The JSON value of every line of a file biosyn wrote (one value a line, no blank lines),
+    parsed in one go, which is several times faster than line by line; on any problem the
+    line-by-line reader finds the line to name."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+        rows = text.split("\n")
+        if rows[-1] == "":
+            rows.pop()
+        return _STRICT_JSON.decode("[" + ",".join(rows) + "]")
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        for line_no, line in text_lines(path):
+            parse_json_line(line, path, line_no)
+        raise FormatError(path, None, "json", "expected one JSON value a line") from None

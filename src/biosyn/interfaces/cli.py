@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
-from .normalize_files import FORMATS as FILE_FORMATS
+from ..data.vocabularies import FORMATS as VOCABULARY_FORMATS
 from ..training import cli as training_cli
+from .normalize_files import FORMATS as FILE_FORMATS
 from .server.cli import add_serve_parser, cmd_serve
 
 log = logging.getLogger("biosyn")
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true",
                        help="write into OUTPUT even when it is a non-empty folder that is not an index (its content is deleted)")
     build.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file (MEDIC, CTD TSV, TSV, JSONL, BioSyn dictionary)")
-    build.add_argument("--vocabulary-format", choices=("medic", "ctd", "tsv", "jsonl", "biosyn-dict"))
+    build.add_argument("--vocabulary-format", choices=VOCABULARY_FORMATS)
     build.add_argument("--add-mentions", metavar="CORPUS:SPLITS", help="also index a corpus's annotated mentions, e.g. ncbi-disease:train,dev")
     build.add_argument("--approximate-kind", choices=("hnsw", "ivf"), help="add an approximate FAISS index")
     _model_options(build, index=False)

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from ..data.atomic import atomic_dir, atomic_write
 from ..data.errors import FormatError
-from ..data.lines import parse_json_line, text_lines
+from ..data.lines import json_lines
 from ..data.records import Concept, Dictionary
 from ..encoders.sparse import SparseEncoder
 from .exact import batched_topk, as_csr32, sparse_scores
@@ -376,32 +376,32 @@ def _verify_checksums(folder: Path, checksums: dict[str, str], needed: list[str]
             raise CorruptIndexError(file, None, None, f"content does not match its checksum in {MANIFEST}: the file is damaged")
 
 
-def _jsonl(path: Path, valid, expected: str):
+def _jsonl(path: Path, valid, expected: str) -> list:
     """Each line's JSON value; a value that is not `valid`, or any other problem, names the line."""
     try:
-        for line_no, line in text_lines(path):
-            value = parse_json_line(line, path, line_no)
-            if not valid(value):
-                raise CorruptIndexError(path, line_no, None, f"expected {expected}")
-            yield value
+        values = json_lines(path)
     except FormatError as error:
         raise CorruptIndexError(error.path, error.line, error.field, error.message) from None
     except OSError as error:
         raise CorruptIndexError(path, None, None, f"unreadable ({error.strerror or error})") from None
+    if not all(map(valid, values)):
+        line = next(n for n, v in enumerate(values, start=1) if not valid(v))
+        raise CorruptIndexError(path, line, None, f"expected {expected}")
+    return values
 
 
 def _strings(value) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return type(value) is list and all(type(v) is str for v in value)
 
 
 def _read_dictionary(path: Path) -> tuple[list[str], list[tuple[str, ...]]]:
-    valid = lambda e: isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and _strings(e[1])  # noqa: E731
-    entries = list(_jsonl(path, valid, "[name, [id, ...]]"))
+    valid = lambda e: type(e) is list and len(e) == 2 and type(e[0]) is str and _strings(e[1])  # noqa: E731
+    entries = _jsonl(path, valid, "[name, [id, ...]]")
     return [name for name, _ in entries], [tuple(ids) for _, ids in entries]
 
 
 def _read_concepts(path: Path) -> dict[str, Concept]:
-    valid = lambda r: (isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("name"), str)  # noqa: E731
+    valid = lambda r: (type(r) is dict and type(r.get("id")) is str and type(r.get("name")) is str  # noqa: E731
                        and _strings(r.get("alt_ids")) and _strings(r.get("synonyms")))
     records = _jsonl(path, valid, "{id, name, alt_ids: [...], synonyms: [...]}")
     return {r["id"]: Concept(r["id"], r["name"], tuple(r["alt_ids"]), tuple(r["synonyms"])) for r in records}
