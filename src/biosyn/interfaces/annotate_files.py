@@ -3,8 +3,9 @@
 Input is text given as arguments, or `--input`: a file, a folder of `.txt` files or a glob. Each
 file is read as JSONL (`.jsonl`: `{"id", "text", "mentions"?}` a line), PubTator (when its first
 line is `PMID|t|…`) or plain text (the whole file is one document, its ID the file's stem).
-Offsets count characters of the decoded text exactly as it is in the file (CRLF kept, a leading
-byte-order mark dropped).
+Files are read through `biosyn.data.lines` as every reader is (UTF-8 checked a line, a NUL
+character refused as binary data, gzip told by content). Offsets count characters of the
+decoded text exactly as it is in the file (CRLF kept, a leading byte-order mark dropped).
 
 A bad document (undecodable bytes, binary data, a broken JSONL line, PubTator with broken
 offsets, or one the models fail on) is skipped with a message naming the file and line; the
