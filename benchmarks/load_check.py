@@ -3,6 +3,12 @@ concurrent POST /normalize requests for a bounded time, and prints throughput, l
 
     .venv/bin/python benchmarks/load_check.py                      # sparse model, MEDIC 2012, 20 s
     .venv/bin/python benchmarks/load_check.py --model minilm --concurrency 32 --seconds 60
+    .venv/bin/python benchmarks/load_check.py --poison 0.02        # 2 % of requests carry a lone surrogate
+    .venv/bin/python benchmarks/load_check.py --overload           # 1,200 requests of 256 mentions, 64 at a time
+
+Requests are "good" or "poisoned" (`--poison`: a lone surrogate in `text`, which must fail alone).
+A good request that does not get 200 counts as failed, except a 503 under `--overload`, where
+shedding is the point: there the figure to watch is the p99 latency of the admitted requests.
 
 Mentions are drawn from the NCBI disease test set when the data folder has it. The client runs
 on the same machine as the server and takes CPU from it, so the figures are a floor.
@@ -16,10 +22,12 @@ import multiprocessing
 import os
 import random
 import socket
+import json
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -42,8 +50,16 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
     parser.add_argument("--mentions", type=int, default=4, help="mentions per request")
     parser.add_argument("-k", type=int, default=5)
+    parser.add_argument("--poison", type=float, default=0.0, help="fraction of requests with a lone surrogate in `text`")
+    parser.add_argument("--overload", action="store_true",
+                        help="1,200 requests of 256 mentions, 64 in flight: sets --max-requests, --mentions, --concurrency")
+    parser.add_argument("--timeout", type=float, default=30.0, help="client timeout per request, seconds")
+    parser.add_argument("--ignore-retry-after", action="store_true",
+                        help="resend at once after a 503 instead of waiting as its Retry-After asks")
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for the server (index build)")
     args = parser.parse_args()
+    if args.overload:
+        args.max_requests, args.mentions, args.concurrency, args.seconds = 1200, 256, 64, max(args.seconds, 300)
 
     mentions = _mentions(args.data_dir)
     port = _free_port()
@@ -56,13 +72,12 @@ def main() -> int:
         _wait_until_up(url, server, args.startup_timeout)
         print(f"server up in {time.monotonic() - started:.1f} s; {args.concurrency} clients, {args.mentions} mentions "
               f"per request, k={args.k}, for {args.seconds:g} s or {args.max_requests} requests", flush=True)
-        latencies, errors, elapsed = _load(url, mentions, args)
+        records, elapsed = _load(url, mentions, args)
         info = httpx.get(f"{url}/info").json()
     finally:
         server.terminate()
         server.wait(30)
-    _report(latencies, errors, elapsed, args.mentions, info)
-    return 1 if errors else 0
+    return _report(records, elapsed, args, info)
 
 
 def _mentions(data_dir: str) -> list[str]:
@@ -96,60 +111,83 @@ def _wait_until_up(url: str, server: subprocess.Popen, timeout: float) -> None:
     raise SystemExit(f"the server did not answer /health within {timeout:g} s")
 
 
-def _load(url: str, mentions: list[str], args) -> tuple[list[float], int, float]:
+def _load(url: str, mentions: list[str], args) -> tuple[list[tuple[bool, str, float]], float]:
     # One client process per 16 connections: a single httpx client stalls well before a
     # server does at higher concurrency, and would measure itself.
     shares = [min(16, args.concurrency - i) for i in range(0, args.concurrency, 16)]
-    jobs = [(url, mentions, n, args.seconds, args.max_requests * n // args.concurrency, args.mentions, args.k, seed)
-            for seed, n in enumerate(shares)]
+    jobs = [(url, mentions, n, args.seconds, args.max_requests * n // args.concurrency, args.mentions, args.k,
+             args.poison, args.timeout, not args.ignore_retry_after, seed) for seed, n in enumerate(shares)]
     start = time.perf_counter()
     with multiprocessing.Pool(len(jobs)) as pool:
         parts = pool.starmap(_client, jobs)
-    return [x for lat, _ in parts for x in lat], sum(e for _, e in parts), time.perf_counter() - start
+    return [r for part in parts for r in part], time.perf_counter() - start
 
 
-def _client(url, mentions, concurrency, seconds, max_requests, per_request, k, seed) -> tuple[list[float], int]:
-    return asyncio.run(_client_loop(url, mentions, concurrency, seconds, max_requests, per_request, k, seed))
+def _client(*job) -> list[tuple[bool, str, float]]:
+    return asyncio.run(_client_loop(*job))
 
 
-async def _client_loop(url, mentions, concurrency, seconds, max_requests, per_request, k, seed):
-    latencies: list[float] = []
-    errors = 0
+async def _client_loop(url, mentions, concurrency, seconds, max_requests, per_request, k, poison, timeout, backoff, seed):
+    """(poisoned, outcome, seconds) per request; the outcome is the status code, `timeout` or `error`."""
+    records: list[tuple[bool, str, float]] = []
+    started = 0
     rng = random.Random(seed)
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         async def worker():
-            nonlocal errors
-            while time.perf_counter() < deadline and len(latencies) + errors < max_requests:
+            nonlocal started
+            while time.perf_counter() < deadline and started < max_requests:
+                started += 1
+                poisoned = rng.random() < poison
                 body = {"mentions": rng.sample(mentions, per_request), "k": k}
+                if poisoned:
+                    body["text"] = "Wilson disease \ud800 (WD) is a disorder of copper transport."
                 sent = time.perf_counter()
                 try:
-                    response = await client.post("/normalize", json=body)
-                    ok = response.status_code == 200
+                    # json.dumps escapes the surrogate as \ud800, as a JavaScript client would send it.
+                    response = await client.post("/normalize", content=json.dumps(body).encode(),
+                                                 headers={"Content-Type": "application/json"})
+                    outcome = str(response.status_code)
+                    if response.status_code == 503 and backoff:  # as a well-behaved client does
+                        await asyncio.sleep(float(response.headers.get("retry-after", 1)))
+                except httpx.TimeoutException:
+                    outcome = "timeout"
                 except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - sent)
-                else:
-                    errors += 1
+                    outcome = "error"
+                records.append((poisoned, outcome, time.perf_counter() - sent))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, errors
+    return records
 
 
-def _report(latencies: list[float], errors: int, elapsed: float, per_request: int, info: dict) -> None:
-    if not latencies:
-        print(f"no request succeeded ({errors} errors)")
-        return
-    ms = sorted(x * 1000 for x in latencies)
-    p99 = statistics.quantiles(ms, n=100)[98] if len(ms) > 1 else ms[0]
+def _report(records, elapsed: float, args, info: dict) -> int:
+    """Prints the figures; returns 1 when a good request failed (or, under --overload, the p99 of admitted ones is 2 s or more)."""
+    good = [(outcome, s) for poisoned, outcome, s in records if not poisoned]
+    poisoned = [outcome for p, outcome, _ in records if p]
+    ms = sorted(s * 1000 for outcome, s in good if outcome == "200")
+    shed = sum(outcome == "503" for outcome, _ in good)
+    failed = sum(outcome != "200" for outcome, _ in good) - (shed if args.overload else 0)
+    print(f"{len(records)} requests in {elapsed:.1f} s; good: {_counts(o for o, _ in good)}"
+          + (f"; poisoned: {_counts(poisoned)}" if poisoned else ""))
+    print(f"good requests failed: {failed}" + (f" (503s, shed by admission control: {shed})" if args.overload else ""))
+    if not ms:
+        print("no request succeeded")
+        return 1
+    p99 = statistics.quantiles(ms, n=100, method="inclusive")[98] if len(ms) > 1 else ms[0]
     batches = info["batches"]
-    print(f"requests: {len(ms)} ok, {errors} errors in {elapsed:.1f} s")
-    print(f"throughput: {len(ms) / elapsed:.1f} requests/s, {len(ms) * per_request / elapsed:.1f} mentions/s")
-    print(f"latency: p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms")
-    print(f"model calls: {batches['calls']}, {batches['mentions'] / max(batches['calls'], 1):.1f} mentions per call on average")
+    print(f"throughput: {len(ms) / elapsed:.1f} requests/s, {len(ms) * args.mentions / elapsed:.1f} mentions/s")
+    print(f"latency of admitted requests: p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms")
+    print(f"model calls: {batches['calls']}, {batches['mentions'] / max(batches['calls'], 1):.1f} mentions per call on average; "
+          f"measured rate at the end {info['queue']['rate']:.0f} mentions/s")
+    if os.environ.get("LOAD_DEBUG"):
+        print("admitted latencies (ms):", [round(x) for x in ms])
+    return 1 if failed or (args.overload and p99 >= 2000) else 0
+
+
+def _counts(outcomes) -> str:
+    return ", ".join(f"{n} × {o}" for o, n in sorted(Counter(outcomes).items()))
 
 
 if __name__ == "__main__":

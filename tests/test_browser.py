@@ -1,15 +1,12 @@
 """The web page in a real browser: Playwright drives Debian's Chromium against a live server."""
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from biosyn.interfaces.server import create_app
+from biosyn.interfaces.server import Limits, create_app
 
-from test_server import ABSTRACT, tiny_model
+from test_server import ABSTRACT, live_server, tiny_model
 from tiny import FakeTagger
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -25,22 +22,9 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 
 @pytest.fixture(scope="module")
 def server_url():
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))  # a free port, held from the start so nothing can take it
     tagger = FakeTagger(names=("Lynch syndrome", "HNPCC", "breast cancer", "Hypotrichosis simplex", "WD"))
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_model(), tagger), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with live_server(create_app(tiny_model(), tagger), Limits()) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

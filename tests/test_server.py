@@ -1,15 +1,24 @@
 """The HTTP API, through FastAPI's test client, over a sparse-only model on a hand-made vocabulary."""
 
 import asyncio
+import http.client
 import json
+import socket
+import threading
 import time
+from contextlib import contextmanager
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from biosyn.data.records import Concept, Vocabulary
 from biosyn.interfaces.server import Limits, create_app
+from biosyn.interfaces.normalize_files import normalize_file
 from biosyn.interfaces.server.app import ApiError, MicroBatcher
+from biosyn.interfaces.server.cli import server_config
 from biosyn.model.biosyn import BioSyn
 from biosyn.preprocess.pipeline import build_dictionary
 
@@ -21,7 +30,8 @@ CONCEPTS = [
     Concept("D006527", "Hepatolenticular Degeneration", ("277900",), ("Wilson Disease",)),
     Concept("601675", "Hypotrichosis Simplex", (), ()),
 ]
-LIMITS = Limits(max_mentions=4, max_mention_chars=40, max_text_chars=300, max_documents=2, max_k=10, max_body_bytes=2000)
+LIMITS = Limits(max_mentions=4, max_mention_chars=40, max_text_chars=300, max_documents=2, max_k=10, max_body_bytes=2000,
+                max_parts_per_mention=4, max_parts=6)
 ABSTRACT = "Wilson disease (WD) is a disorder of copper transport. Patients with WD have liver disease."
 PUBTATOR = ("1|t|Lynch syndrome and breast cancer\n1|a|HNPCC families.\n"
             "1\t0\t14\tLynch syndrome\tDisease\t-1\n1\t19\t32\tbreast cancer\tDisease\t-1\n1\t33\t38\tHNPCC\tDisease\t-1\n")
@@ -142,6 +152,9 @@ def test_annotate_bioc(client):
     ({"mentions": ["a"], "k": 11}, "k_too_large"),
     ({"mentions": ["a"], "k": 10**30}, "k_too_large"),
     ({"mentions": ["a"], "k": 0}, "invalid_request"),
+    ({"mentions": ["a"], "k": True}, "invalid_request"),  # not read as 1
+    ({"mentions": ["a"], "k": 2.0}, "invalid_request"),
+    ({"mentions": ["a"], "k": "3"}, "invalid_request"),
     ({"mentions": ["a"], "mode": "dense"}, "unsupported_mode"),
     ({"mentions": ["a"], "mode": "fuzzy"}, "invalid_request"),
     ({"mentions": "breast cancer"}, "invalid_request"),
@@ -175,6 +188,7 @@ def test_body_too_large(client):
     ({"documents": [{"id": "a", "text": "short", "mentions": [{"start": 2, "end": 9}]}]}, "bad_span"),
     ({"documents": [{"id": "a", "text": "short", "mentions": [{"start": 3, "end": 3}]}]}, "bad_span"),
     ({"documents": [{"id": "a", "text": "short", "mentions": [{"start": -1, "end": 3}]}]}, "invalid_request"),
+    ({"documents": [{"id": "a", "text": "short", "mentions": [{"start": False, "end": True}]}]}, "invalid_request"),
     ({"documents": [{"id": "a", "text": "short   ", "mentions": [{"start": 5, "end": 8}]}]}, "empty_mention"),
     ({"documents": [{"id": str(i), "text": "t", "mentions": []} for i in range(3)]}, "too_many_documents"),
     ({"documents": [{"id": "a", "text": "t " * 151, "mentions": []}]}, "text_too_long"),
@@ -182,6 +196,9 @@ def test_body_too_large(client):
     ({"pubtator": "1|t|title\n1\tzero\t4\ttitle\tDisease\n"}, "bad_pubtator"),
     ({"pubtator": "not pubtator at all"}, "bad_pubtator"),
     ({"pubtator": "1|t|title\n1\t0\t9\ttitle\tDisease\n"}, "bad_span"),
+    ({"pubtator": "1|t|title\n1\t0\t3\ttitle\tDisease\n"}, "bad_span"),  # the text at 0-3 is 'tit'
+    ({"pubtator": "1|t|title\n1\t3\t3\ttitle\tDisease\n"}, "bad_span"),
+    ({"pubtator": "1|t|title\n1\t0\t9\ttitle\tDisease\n1\tzero\t4\ttitle\tDisease\n"}, "bad_pubtator"),
     ({"pubtator": PUBTATOR, "output": "xml"}, "invalid_request"),
     ({"pubtator": PUBTATOR, "mode": "hybrid"}, "unsupported_mode"),
 ])
@@ -205,7 +222,7 @@ def test_model_failure_is_a_json_500_and_the_server_goes_on(monkeypatch):
     model = tiny_model()
     with TestClient(create_app(model), raise_server_exceptions=False) as client:
         with monkeypatch.context() as patch:
-            patch.setattr(model, "normalize", lambda *a, **kw: 1 / 0)
+            patch.setattr(model, "rank", lambda *a, **kw: 1 / 0)
             assert error_code(client.post("/normalize", json={"mentions": ["a"]}), 500) == "internal_error"
         assert client.post("/normalize", json={"mentions": ["breast cancer"]}).json()["results"][0]["ids"] == ["D001943"]
 
@@ -219,15 +236,18 @@ def test_create_app_needs_an_index():
 
 
 class SlowModel:
-    """Counts calls; each takes a while, as a forward pass would."""
+    """Counts model calls; each takes a while, as a forward pass would."""
 
     def __init__(self, model, seconds=0.05):
         self.model, self.seconds, self.calls = model, seconds, []
 
-    def normalize(self, mentions, k, *, mode=None, texts=None):
+    def split(self, mentions, texts=None):
+        return self.model.split(mentions, texts)
+
+    def normalize_parts(self, mentions, parts, k, *, mode=None):
         self.calls.append(list(mentions))
         time.sleep(self.seconds)
-        return self.model.normalize(mentions, k, mode=mode, texts=texts)
+        return self.model.normalize_parts(mentions, parts, k, mode=mode)
 
 
 def test_concurrent_requests_share_model_calls_and_the_loop_stays_free():
@@ -236,7 +256,7 @@ def test_concurrent_requests_share_model_calls_and_the_loop_stays_free():
     requests = [(["breast cancer", "HNPCC"], 1), (["Wilson disease"], 3), (["ovarian cancer"], 2)] * 4
 
     async def main():
-        batcher = MicroBatcher(slow, max_batch=64, wait_s=0.01, max_pending=100)
+        batcher = MicroBatcher(slow, max_batch=64, wait_s=0.01, max_queued_mentions=100)
         batcher.start()
         ticks = 0
 
@@ -266,7 +286,7 @@ def test_batches_are_capped_and_a_full_queue_answers_503():
     slow = SlowModel(tiny_model(), seconds=0)
 
     async def main():
-        batcher = MicroBatcher(slow, max_batch=3, wait_s=0.01, max_pending=4)
+        batcher = MicroBatcher(slow, max_batch=3, wait_s=0.01, max_queued_mentions=8)
         batcher.start()
         jobs = [batcher.normalize(["breast cancer"] * 2, [None, None], 1, None) for _ in range(4)]
         results = await asyncio.gather(*jobs, batcher.normalize(["a"], [None], 1, None), return_exceptions=True)
@@ -371,3 +391,434 @@ def test_the_tagger_runs_off_the_event_loop_one_call_at_a_time():
     assert health.json() == {"status": "ok"}
     assert len(tagger.calls) == 4 and tagger.most == 1
     assert {name.split("_")[0] for name in tagger.threads} == {"biosyn-tagger"}
+
+
+class SlowTagger:
+    def __init__(self, seconds: float):
+        from tiny import FakeTagger
+
+        self.seconds, self.fake, self.calls = seconds, FakeTagger(), []
+
+    def tag(self, texts):
+        self.calls.append(list(texts))
+        time.sleep(self.seconds)
+        return self.fake.tag(texts)
+
+
+def test_tagging_counts_documents_has_a_deadline_and_drops_abandoned_calls():
+    from biosyn.interfaces.server.app import TaggerRunner
+
+    async def main():
+        runner = TaggerRunner(SlowTagger(0.3), max_queued_documents=3)
+        first = asyncio.ensure_future(runner.tag(["breast cancer", "WD"], timeout_s=5))
+        await asyncio.sleep(0)  # admitted: 2 documents wait
+        with pytest.raises(ApiError) as refused:  # 2 + 2 > 3
+            await runner.tag(["HNPCC", "WD"])
+        with pytest.raises(ApiError) as late:  # behind the first call, and never started
+            await asyncio.ensure_future(runner.tag(["HNPCC"], timeout_s=0.05))
+        found = await first
+        runner.stop()
+        return runner, refused.value, late.value, found
+
+    runner, refused, late, found = asyncio.run(main())
+    assert (refused.status, refused.code, late.status, late.code) == (503, "overloaded", 503, "deadline_exceeded")
+    assert [[m.text for m in ms] for ms in found] == [["breast cancer"], ["WD"]]
+    assert runner.tagger.calls == [["breast cancer", "WD"]] and runner.queued == 0
+
+
+def test_a_slow_tagger_answers_503_within_the_request_deadline():
+    tagger = SlowTagger(1.0)
+    with TestClient(create_app(tiny_model(), tagger, limits=Limits(request_timeout_s=0.2))) as client:
+        started = time.monotonic()
+        response = client.post("/annotate", json={"documents": [{"id": "a", "text": "breast cancer"}]})
+        assert error_code(response, 503) == "deadline_exceeded" and response.headers["retry-after"] == "1"
+        assert time.monotonic() - started < 0.9
+
+
+# -- hardening (issue 11): each test names the defect it guards against -----------------------
+
+
+def post_raw(client, path, text: str):
+    """`text` is JSON as a client may send it, \\ud800 escapes included."""
+    return client.post(path, content=text.encode(), headers={"Content-Type": "application/json"})
+
+
+@contextmanager
+def live_server(app, limits=LIMITS):
+    """`app` under uvicorn, on a loopback port, with the settings `biosyn serve` uses; yields the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(server_config(app, limits, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def request(conn: http.client.HTTPConnection, method: str, path: str, body=None) -> tuple[int, dict]:
+    conn.request(method, path, body=None if body is None else json.dumps(body),
+                 headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def raw_exchange(port: int, data: bytes, wait: float = 5.0) -> tuple[bytes, float]:
+    """Sends `data` on a fresh connection and reads until the server closes it: (all it sent, seconds taken)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        started = time.monotonic()
+        if data:
+            s.sendall(data)
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+        return received, time.monotonic() - started
+
+
+def json_error(raw: bytes) -> tuple[int, str, dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers["content-type"], json.loads(body)["error"]
+
+
+def gather_jobs(batcher_args: dict, model, jobs) -> list:
+    """Runs `jobs` ((mentions, texts, k, mode) each) through one MicroBatcher at once; results or exceptions."""
+    async def main():
+        batcher = MicroBatcher(model, **batcher_args)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.normalize(*job) for job in jobs), return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(main())
+
+
+def test_one_bad_request_fails_alone(monkeypatch):  # defect 1
+    model = tiny_model()
+    find = model.preprocessor.abbreviations_in
+    monkeypatch.setattr(model.preprocessor, "abbreviations_in", lambda text: 1 / 0 if "poison" in text else find(text))
+    rank = model.rank
+    monkeypatch.setattr(model, "rank", lambda texts, *a, **kw: 1 / 0 if "boom" in texts else rank(texts, *a, **kw))
+    good = (["breast cancer"], [None], 1, None)
+    jobs = [good, (["HNPCC"], ["poison text"], 1, None), good, (["boom"], [None], 1, None), good]
+    results = gather_jobs({"max_batch": 64, "wait_s": 0.01, "max_queued_mentions": 100}, model, jobs)
+    assert [type(r).__name__ for r in results] == ["list", "ZeroDivisionError", "list", "ZeroDivisionError", "list"]
+    assert all(r[0].top[0].concepts == ("D001943",) for r in results[::2])
+
+
+def test_a_500_keeps_the_connection_open(monkeypatch):  # defect 5
+    model = tiny_model()
+    with live_server(create_app(model, limits=LIMITS)) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        with monkeypatch.context() as patch:
+            patch.setattr(model, "rank", lambda *a, **kw: 1 / 0)
+            status, body = request(conn, "POST", "/normalize", {"mentions": ["a"]})
+        assert (status, body["error"]["code"]) == (500, "internal_error")
+        sock = conn.sock
+        status, body = request(conn, "POST", "/normalize", {"mentions": ["breast cancer"]})
+        assert status == 200 and body["results"][0]["ids"] == ["D001943"]
+        assert conn.sock is sock  # the same connection served both
+        conn.close()
+
+
+@pytest.mark.parametrize("path, text", [
+    ("/normalize", '{"mentions": ["a"], "text": "Wilson disease \\ud800 (WD)"}'),
+    ("/normalize", '{"mentions": ["\\udc00breast cancer"]}'),
+    ("/annotate", '{"documents": [{"id": "a", "text": "\\ud800abc", "mentions": [{"start": 1, "end": 3}]}]}'),
+    ("/annotate", '{"pubtator": "1|t|x\\ud800y\\n"}'),
+])
+def test_lone_surrogates_are_a_422(client, path, text):  # defect 6
+    response = post_raw(client, path, text)
+    assert error_code(response, 422) == "invalid_request"
+    assert "lone surrogate" in response.json()["error"]["message"]
+
+
+def test_parts_per_mention_and_per_request_are_bounded(client):  # defect 3
+    many = "aa/ab/ac/ad/ae"  # five parts; LIMITS allows 4 per mention and 6 per request
+    response = client.post("/normalize", json={"mentions": [many]})
+    assert error_code(response, 422) == "too_many_parts"
+    assert response.json()["error"]["message"] == "mention 0 splits into 5 parts; at most 4"
+    response = client.post("/normalize", json={"mentions": ["aa/ab/ac", "ad/ae/af", "ag"]})
+    assert response.json()["error"]["message"] == "the mentions split into 7 parts; at most 6 per request"
+    assert client.post("/normalize", json={"mentions": ["aa/ab/ac", "ad/ae/af"]}).status_code == 200
+
+
+def test_responses_are_built_off_the_event_loop(client, monkeypatch):  # defect 3
+    import biosyn.interfaces.server.app as app_module
+
+    loops = []
+
+    def recording(result):
+        try:
+            loops.append(asyncio.get_running_loop())
+        except RuntimeError:  # no loop in this thread: a worker thread
+            loops.append(None)
+        return app_module.result_json.__wrapped__(result)
+
+    recording.__wrapped__ = app_module.result_json
+    monkeypatch.setattr(app_module, "result_json", recording)
+    assert client.post("/normalize", json={"mentions": ["breast cancer", "HNPCC"]}).status_code == 200
+    assert loops == [None, None]
+
+
+def test_a_request_past_its_deadline_gets_503_and_is_dropped():  # defect 7
+    slow = SlowModel(tiny_model(), seconds=0.3)
+
+    async def main():
+        batcher = MicroBatcher(slow, max_batch=1, wait_s=0, max_queued_mentions=10, timeout_s=0.1)
+        batcher.start()
+        late = await asyncio.gather(batcher.normalize(["breast cancer"], [None], 1, None),
+                                    batcher.normalize(["ovarian cancer"], [None], 1, None), return_exceptions=True)
+        batcher.timeout_s = None
+        # Answered after the worker has dealt with both late jobs, in queue order.
+        after = await batcher.normalize(["Wilson disease"], [None], 1, None)
+        await batcher.stop()
+        return late, after, batcher.queued
+
+    late, after, queued = asyncio.run(main())
+    assert all(isinstance(e, ApiError) and (e.status, e.code) == (503, "deadline_exceeded") for e in late)
+    assert after[0].top[0].concepts == ("D006527",)
+    # The first job was in the model when its time ran out; the second never reached it.
+    assert slow.calls == [["breast cancer"], ["Wilson disease"]] and queued == 0
+
+
+def test_a_request_whose_client_left_is_dropped(monkeypatch):  # defect 7
+    model = tiny_model()
+    rank, gate, calls = model.rank, threading.Event(), []
+
+    def gated(texts, *a, **kw):
+        calls.append(list(texts))
+        if list(texts) == ["breast cancer"]:
+            gate.wait(10)
+        return rank(texts, *a, **kw)
+
+    monkeypatch.setattr(model, "rank", gated)
+
+    def queued(port):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        return request(conn, "GET", "/info")[1]["queue"]["mentions"]
+
+    def wait_for(condition):
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    with live_server(create_app(model, limits=LIMITS)) as port:
+        first: list = []
+        thread = threading.Thread(target=lambda: first.append(request(
+            http.client.HTTPConnection("127.0.0.1", port, timeout=10), "POST", "/normalize", {"mentions": ["breast cancer"]})))
+        thread.start()
+        wait_for(lambda: len(calls) == 2)  # after the start-up call, the first request holds the model
+        body = json.dumps({"mentions": ["ovarian cancer"]}).encode()
+        leaver = socket.create_connection(("127.0.0.1", port))
+        leaver.sendall(b"POST /normalize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        wait_for(lambda: queued(port) == 2)
+        leaver.close()
+        wait_for(lambda: queued(port) == 1)  # the server saw it go
+        gate.set()
+        thread.join(10)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        assert request(conn, "POST", "/normalize", {"mentions": ["Wilson disease"]})[0] == 200
+    assert first[0][0] == 200
+    assert calls[1:] == [["breast cancer"], ["wilson disease"]]  # "ovarian cancer" never reached the model
+
+
+def test_no_match_is_said_everywhere(client, tmp_path):  # defect 8
+    model = tiny_model()
+    assert model.rank(["乳腺癌"], 1)[0][0].score == 0  # the ranking still has a name at score 0 ...
+    assert model.normalize(["乳腺癌", "breast cancer"], k=3)[0].candidates == [[]]  # ... which is no answer
+    body = client.post("/normalize", json={"mentions": ["乳腺癌"]}).json()["results"][0]
+    assert (body["ids"], body["candidates"]) == ([], [[]])
+    text = "乳腺癌 and breast cancer"
+    doc = client.post("/annotate", json={"documents": [
+        {"id": "d", "text": text, "mentions": [{"start": 0, "end": 3}, {"start": 8, "end": 21}]}]}).json()["documents"][0]
+    assert [(m["ids"], m["names"], m["scores"]) for m in doc["mentions"]] == [([], [], []), (["D001943"], ["Breast Neoplasms"], [1.0])]
+    pubtator = client.post("/annotate", json={"pubtator": f"1|t|{text}\n1|a|\n1\t0\t3\t乳腺癌\tDisease\t\n"}).json()["pubtator"]
+    assert pubtator.splitlines()[2] == "1\t0\t3\t乳腺癌\tDisease\t-1"
+    (tmp_path / "in.tsv").write_text("mention\n乳腺癌\nbreast cancer\n", encoding="utf-8")
+    normalize_file(model, str(tmp_path / "in.tsv"), str(tmp_path / "out.tsv"), k=1)
+    assert (tmp_path / "out.tsv").read_text(encoding="utf-8").splitlines()[1:] == \
+           ["乳腺癌\t\t-1\t\t", "breast cancer\t\tD001943\tBreast Neoplasms\t1.0000"]
+
+
+@pytest.mark.parametrize("document", [
+    {"id": "1\n2|t|forged", "text": "t", "mentions": []},
+    {"id": "1|t", "text": "t", "mentions": []},
+    {"id": "1\t0", "text": "t", "mentions": []},
+    {"id": "1\u2028", "text": "t", "mentions": []},
+    {"id": "", "text": "t", "mentions": []},
+    {"id": "a", "text": "abc", "mentions": [{"start": 0, "end": 1, "type": "Disease\n2|t|forged"}]},
+])
+def test_document_ids_and_types_cannot_forge_pubtator(client, document):  # defect 10
+    response = client.post("/annotate", json={"documents": [document], "output": "pubtator"})
+    assert error_code(response, 422) == "invalid_request"
+
+
+def test_line_breaks_in_a_json_text_stay_inside_its_pubtator_document(client):  # defect 10
+    text = "Lynch syndrome\n2|t|forged\tx"
+    body = client.post("/annotate", json={"documents": [{"id": "1", "text": text, "mentions": [{"start": 0, "end": 14}]}],
+                                          "output": "pubtator"}).json()
+    assert body["pubtator"] == "1|t|Lynch syndrome 2|t|forged x\n1|a|\n1\t0\t14\tLynch syndrome\tDisease\tD003123\n"
+
+
+def test_pubtator_with_unicode_line_separators_is_read(client):  # defect 17
+    pubtator = PUBTATOR.replace("syndrome and", "syndrome\u2028and").replace("and breast", "and\x0cbreast")
+    body = client.post("/annotate", json={"pubtator": pubtator}).json()
+    lines = body["pubtator"].split("\n")
+    assert lines[0] == "1|t|Lynch syndrome and breast cancer"  # written as spaces: PubTator has one line per title
+    assert [line.split("\t")[5] for line in lines[2:5]] == ["D003123", "D001943", "D003123"]
+
+
+def test_undecodable_json_is_malformed_json(client):  # defect 18
+    response = client.post("/normalize", content=b'{"mentions": ["\xff\xfe"]}', headers={"Content-Type": "application/json"})
+    assert error_code(response, 422) == "malformed_json"
+
+
+def test_an_unknown_concept_is_not_echoed_back(client):  # defect 18
+    response = client.get("/concepts/" + "x" * 5_000)
+    assert error_code(response, 404) == "unknown_concept"
+    assert len(response.text) < 200
+
+
+def test_protocol_errors_are_json():  # defect 18
+    with live_server(create_app(tiny_model(), limits=LIMITS)) as port:
+        # h11 bounds a head still arriving (max_header_bytes): this one never ends.
+        for data in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000):
+            status, content_type, error = json_error(raw_exchange(port, data)[0])
+            assert (status, content_type, error["code"]) == (400, "application/json", "bad_http")
+
+
+def test_idle_and_slow_connections_are_closed_and_connections_capped():  # defect 20
+    limits = Limits(receive_timeout_s=0.3, keep_alive_s=0.2, max_connections=3)
+    with live_server(create_app(tiny_model(), limits=limits), limits) as port:
+        for data in (b"", b"POST /normalize HTTP/1.1\r\nHost: x\r\n"):  # nothing, or a head that never ends
+            raw, seconds = raw_exchange(port, data)
+            assert json_error(raw)[::2] == (408, {"code": "request_timeout", "message": "no complete request within 0.3 s"})
+            assert 0.25 < seconds < 3
+        # A body that stops coming: closed, no answer.
+        raw, seconds = raw_exchange(port, b"POST /normalize HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        assert raw == b"" and 0.25 < seconds < 3
+        # Idle after an answer: closed after keep_alive_s.
+        raw, seconds = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b'{"status":"ok"}') and seconds < 3
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            status, _, error = json_error(raw_exchange(port, b"")[0])
+            assert (status, error["code"]) == (503, "too_many_connections")
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_info_shows_no_paths(tmp_path):  # defect 21
+    model = tiny_model()
+    model.index.save(tmp_path / "secret-index")
+    (tmp_path / "my-vocabulary.tsv").write_text("")
+    from biosyn.search.index import NameIndex
+
+    model.use_index(NameIndex.load(tmp_path / "secret-index"))
+    with TestClient(create_app(model, vocabulary=str(tmp_path / "my-vocabulary.tsv"))) as client:
+        response = client.get("/info")
+    assert str(tmp_path) not in response.text and "secret-index" not in response.text
+    assert response.json()["vocabulary"]["name"] == "my-vocabulary.tsv"
+
+
+def test_admission_counts_mentions():  # defect 22
+    slow = SlowModel(tiny_model(), seconds=0)
+    jobs = [(["breast cancer"] * 3, [None] * 3, 1, None), (["HNPCC"] * 2, [None] * 2, 1, None), (["HNPCC"], [None], 1, None)]
+    three, two, one = gather_jobs({"max_batch": 8, "wait_s": 0.01, "max_queued_mentions": 4}, slow, jobs)
+    assert len(three) == 3 and len(one) == 1  # 3 + 1 mentions fit in 4
+    assert isinstance(two, ApiError) and (two.status, two.code, two.headers) == (503, "overloaded", {"Retry-After": "1"})
+    # A request larger than the whole queue is still served when it is alone.
+    (alone,) = gather_jobs({"max_batch": 8, "wait_s": 0.01, "max_queued_mentions": 4}, slow, [(["HNPCC"] * 6, [None] * 6, 1, None)])
+    assert len(alone) == 6
+
+
+# -- property-based: any request body gives an answer or a JSON error, never a 500 -------------
+
+# st.text() never yields lone surrogates, which JSON's \\ud800 escapes can carry; nor often PubTator's separators.
+JSON_TEXT = st.lists(st.characters() | st.sampled_from(["\ud800", "\udfff", "\n", "\t", "|", "\u2028"]),
+                     max_size=30).map("".join)
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | JSON_TEXT,
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(JSON_TEXT, inner, max_size=4),
+                           max_leaves=10)
+SPANS = st.fixed_dictionaries({"start": st.integers(-2, 40), "end": st.integers(-2, 40)}, optional={"type": JSON_TEXT})
+DOCUMENTS = st.fixed_dictionaries({"id": JSON_TEXT, "text": JSON_TEXT, "mentions": st.lists(SPANS, max_size=3)})
+PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def check_answer(response) -> dict:
+    body = response.json()
+    if response.status_code != 200:
+        assert response.status_code in (413, 422) and set(body) == {"error"}, response.text
+        assert set(body["error"]) == {"code", "message"}
+    return body
+
+
+@PROPERTY
+@given(payload=st.fixed_dictionaries({"mentions": st.lists(JSON_TEXT, max_size=5)},
+                                     optional={"text": JSON_TEXT | st.none(), "k": st.integers(-2, 60) | JSON_VALUES,
+                                               "mode": st.sampled_from(["sparse", "dense", "x"]) | JSON_VALUES})
+       | JSON_VALUES)
+def test_normalize_answers_any_body(client, payload):
+    sent = json.dumps(payload)
+    body = check_answer(post_raw(client, "/normalize", sent))
+    if "results" in body:  # as the server read them: an escaped surrogate pair is one character
+        assert [r["mention"] for r in body["results"]] == json.loads(sent)["mentions"]
+
+
+@PROPERTY
+@given(payload=st.fixed_dictionaries({}, optional={"documents": st.lists(DOCUMENTS, max_size=3),
+                                                   "pubtator": JSON_TEXT | st.builds("\n".join, st.lists(JSON_TEXT, max_size=4)),
+                                                   "output": st.sampled_from(["json", "pubtator", "bioc", "x"])})
+       | JSON_VALUES)
+def test_annotate_answers_any_body(client, payload):
+    sent = json.dumps(payload)
+    body = check_answer(post_raw(client, "/annotate", sent))
+    if "documents" in body and "documents" in payload:  # JSON documents in, the same documents out
+        assert [d["id"] for d in body["documents"]] == [d["id"] for d in json.loads(sent)["documents"]]
+
+
+def test_admission_follows_the_measured_rate():  # defect 22
+    async def main():
+        batcher = MicroBatcher(SlowModel(tiny_model(), seconds=0.2), max_batch=16, wait_s=0, max_queued_mentions=100,
+                               max_queue_wait_s=1.0)
+        batcher.start()
+        await batcher.normalize(["breast cancer"] * 2, [None] * 2, 1, None)  # 2 mentions in a little over 0.2 s
+        rate = batcher.rate
+        first = asyncio.ensure_future(batcher.normalize(["HNPCC"] * 4, [None] * 4, 1, None))
+        await asyncio.sleep(0)
+        assert batcher.queued == 4
+        with pytest.raises(ApiError) as refused:  # 4 + 8 mentions at under 10 per second: over 1 s
+            await batcher.normalize(["HNPCC"] * 8, [None] * 8, 1, None)
+        small = await batcher.normalize(["HNPCC"], [None], 1, None)  # 4 + 1: about 0.5 s
+        await first
+        await batcher.stop()
+        return rate, refused.value, small
+
+    rate, refused, small = asyncio.run(main())
+    assert 5 < rate < 10 and len(small) == 1
+    assert (refused.status, refused.code, refused.headers) == (503, "overloaded", {"Retry-After": "1"})
+
+
+def test_a_full_queue_sheds_before_parsing(client):  # defect 22
+    batcher = client.app.state.batcher
+    batcher.queued += LIMITS.max_queued_mentions  # as if that many mentions were waiting
+    try:
+        response = client.post("/normalize", content=b"{not even json", headers={"Content-Type": "application/json"})
+        assert error_code(response, 503) == "overloaded" and int(response.headers["retry-after"]) >= 1
+        assert client.get("/health").status_code == 200
+    finally:
+        batcher.queued -= LIMITS.max_queued_mentions
+    assert client.post("/normalize", json={"mentions": ["HNPCC"]}).status_code == 200

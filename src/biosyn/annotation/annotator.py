@@ -28,7 +28,8 @@ class LinkedMention:
 
     @property
     def ids(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(c.concept_id for c in self.normalization.top))
+        """The best concept of each part that has a match, each once; none (PubTator's -1) when no part has one."""
+        return self.normalization.best_ids
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -40,6 +41,11 @@ class LinkedMention:
 
     def as_mention(self) -> Mention:
         return Mention(self.start, self.end, self.text, self.type, self.ids)
+
+
+def linked_document(doc: Document, linked: Sequence[LinkedMention]) -> Document:
+    """A copy of `doc` whose mentions are `linked`, with their concept IDs."""
+    return Document(doc.pmid, doc.title, doc.abstract, [m.as_mention() for m in linked], list(doc.relations))
 
 
 @dataclass
@@ -100,5 +106,4 @@ class Annotator:
             for i, found in zip(to_find, self.find([docs[i].text for i in to_find])):
                 spans[i] = found
         linked = self.link([d.text for d in docs], spans)
-        return [Document(d.pmid, d.title, d.abstract, [m.as_mention() for m in ms], list(d.relations))
-                for d, ms in zip(docs, linked)]
+        return [linked_document(d, ms) for d, ms in zip(docs, linked)]

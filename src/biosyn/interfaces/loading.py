@@ -2,7 +2,8 @@
 
 Shared by the CLI and the server. An index built here is cached under
 `$BIOSYN_CACHE/indexes` (default `~/.cache/biosyn/indexes`), keyed by the model, vocabulary
-and dictionary, so only the first run pays for embedding the vocabulary.
+and dictionary, so only the first run pays for embedding the vocabulary. A damaged cached index
+is rebuilt with a warning; a cache that cannot be written only costs the next run a rebuild.
 """
 
 from __future__ import annotations
@@ -123,5 +124,8 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
             log.warning("rebuilding cached index %s: %s", path, error)
     index = model.build_index(dictionary, vocabulary, progress=progress)
     if cache:
-        index.save(path)
+        try:
+            index.save(path)
+        except OSError as error:  # read-only or full cache: the index in memory serves all the same
+            log.warning("could not cache the index at %s (%s); going on without the cache", path, error.strerror or error)
     return index

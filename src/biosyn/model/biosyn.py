@@ -36,11 +36,14 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "biosyn.json"
 SPARSE_DIR = "sparse_encoder"
 SIMILARITIES = ("dot", "cosine")
+# A score at or below this is no match (see `is_match`): 0 is what a name sharing nothing with the mention gets.
+NO_MATCH_SCORE = 0.0
 
 
 @dataclass
 class Normalization:
-    """The result for one mention: its preprocessed parts and, per part, ranked candidates."""
+    """The result for one mention: its preprocessed parts and, per part, ranked candidates
+    (none for a part that has no match)."""
 
     mention: str
     parts: tuple[str, ...]
@@ -48,8 +51,13 @@ class Normalization:
 
     @property
     def top(self) -> list[Candidate]:
-        """The best candidate of each part."""
+        """The best candidate of each part that has a match."""
         return [c[0] for c in self.candidates if c]
+
+    @property
+    def best_ids(self) -> tuple[str, ...]:
+        """The concept ID of each part's best match, each once; none when no part has a match."""
+        return tuple(dict.fromkeys(c.concept_id for c in self.top))
 
 
 class BioSyn:
@@ -250,6 +258,10 @@ class BioSyn:
                   texts: Sequence[str | None] | None = None, approximate: bool = False) -> list[Normalization]:
         """Ranked concepts for raw mentions. `texts` (the document of each mention), when given,
         lets abbreviations be resolved as in evaluation; composite mentions are split."""
+        return self.normalize_parts(mentions, self.split(mentions, texts), k, mode=mode, approximate=approximate)
+
+    def split(self, mentions: Sequence[str], texts: Sequence[str | None] | None = None) -> list[tuple[str, ...]]:
+        """The preprocessed single-concept parts of each mention (abbreviations of its text resolved)."""
         if isinstance(mentions, str):
             raise TypeError("normalize takes a list of mentions; wrap a single mention in a list")
         abbreviations: dict[str, dict] = {}
@@ -259,9 +271,20 @@ class BioSyn:
             if text and text not in abbreviations:
                 abbreviations[text] = self.preprocessor.abbreviations_in(text)
             parts.append(self.preprocessor.parts(mention, abbreviations=abbreviations.get(text) if text else None))
+        return parts
+
+    def normalize_parts(self, mentions: Sequence[str], parts: Sequence[tuple[str, ...]], k: int = 5, *,
+                        mode: str | None = None, approximate: bool = False) -> list[Normalization]:
+        """`normalize` for mentions already `split`; candidates that are no match are left out."""
         flat = [p for ps in parts for p in ps]
         ranked = iter(self.rank(flat, k, mode=mode, approximate=approximate))
-        return [Normalization(m, ps, [next(ranked) for _ in ps]) for m, ps in zip(mentions, parts)]
+        return [Normalization(m, ps, [[c for c in next(ranked) if is_match(c)] for _ in ps]) for m, ps in zip(mentions, parts)]
+
+
+def is_match(candidate: Candidate) -> bool:
+    """The one rule for "no match": a candidate whose score is not above NO_MATCH_SCORE has no
+    evidence (e.g. no character n-gram shared with the mention, in sparse mode) and is no answer."""
+    return candidate.score > NO_MATCH_SCORE
 
 
 def vocabulary_fingerprint(vocabulary: Vocabulary) -> str:

@@ -3,57 +3,82 @@
 Model calls never run on the event loop. A micro-batcher gathers the mentions of concurrent
 requests for a few milliseconds and runs them through one `model.normalize` call in a worker
 thread, so concurrent requests share forward passes (and the sparse matrix products) instead of
-queueing for the model one by one. Every error, including FastAPI's own, is answered as
-`{"error": {"code", "message"}}`.
+queueing for the model one by one; each request's preprocessing runs on its own, so one bad
+request fails alone. Admission counts queued mentions, and every request has a deadline. The
+tagger, which finds mentions for /annotate in raw text, has its own worker thread, admission
+(queued documents) and the same deadline.
+Every error, including FastAPI's own, is answered as `{"error": {"code", "message"}}`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
+import math
 import platform
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException
 
 from ...data.bioc import bioc_collection
-from ...data.errors import FormatError
+from ...data.errors import FormatError, SpanError
 from ...data.ids import normalize_id
 from ...data.pubtator import format_pubtator, parse_pubtator
 from ...data.records import Document, Mention
 from ...search.index import MODES
-from ...annotation.annotator import LinkedMention
+from ...annotation.annotator import LinkedMention, linked_document
 from ..annotate_files import mention_json
-from ..normalize_files import result_json, top_ids
+from ..normalize_files import result_json
 
 PAGE = Path(__file__).with_name("page.html")
+log = logging.getLogger(__name__)
+
+
+def _limit(default, help: str):
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_mentions: int = 256  # per request, over all its documents
-    max_mention_chars: int = 300
-    max_text_chars: int = 20_000  # a document's text
-    max_documents: int = 64
-    max_k: int = 50
-    max_body_bytes: int = 1_000_000
-    max_batch: int = 256  # mentions per model call
-    batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
-    max_pending: int = 1024  # queued requests before new ones get 503
+    """What one request, the queue and one connection may cost; `biosyn serve` has an option for each."""
+
+    max_mentions: int = _limit(256, "mentions per request, over all its documents")
+    max_mention_chars: int = _limit(300, "characters per mention")
+    max_parts_per_mention: int = _limit(8, "parts a composite mention may split into")
+    max_parts: int = _limit(512, "mention parts per request, the unit of work")
+    max_text_chars: int = _limit(20_000, "characters per document text")
+    max_documents: int = _limit(64, "documents per /annotate request")
+    max_k: int = _limit(50, "candidates per part")
+    max_body_bytes: int = _limit(1_000_000, "request bodies over this get 413")
+    max_batch: int = _limit(256, "mentions per model call")
+    batch_wait_ms: float = _limit(5.0, "how long a lone request waits for others to share its model call")
+    max_queued_mentions: int = _limit(1024, "mentions admitted and not yet answered; beyond, new requests get 503")
+    max_queued_documents: int = _limit(64, "documents waiting for the tagger; beyond, new requests that need it get 503")
+    max_queue_wait_s: float = _limit(1.0, "a request is also refused (503) when the mentions ahead of it and its own "
+                                          "would take longer than this at the measured rate")
+    request_timeout_s: float = _limit(10.0, "seconds from admission to answer; later, 503 deadline_exceeded")
+    keep_alive_s: float = _limit(5.0, "an idle keep-alive connection is closed after this many seconds")
+    receive_timeout_s: float = _limit(10.0, "seconds a client has to send a whole request, from connecting or "
+                                            "from the previous answer; later, 408 and the connection is closed")
+    max_connections: int = _limit(1000, "open connections; a connection beyond this gets 503 and is closed")
+    max_header_bytes: int = _limit(16_384, "request line and headers; over this, 400")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, **headers: str):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
 def error_response(status: int, code: str, message: str, **headers: str) -> JSONResponse:
@@ -65,10 +90,38 @@ def error_response(status: int, code: str, message: str, **headers: str) -> JSON
 Mode = Literal["hybrid", "dense", "sparse"]
 
 
+def _unicode(value: str) -> str:
+    """JSON's `\\ud800` escapes can carry lone surrogates, which no UTF-8 output can hold."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"character {error.start} is a lone surrogate (U+{ord(value[error.start]):04X}), "
+                             "not Unicode text") from None
+    return value
+
+
+def _document_id(value: str) -> str:
+    # PubTator puts the ID at the start of every line, before `|` or a tab: a line break would forge a document.
+    if not 0 < len(value) <= 200 or "|" in value or not all(c.isprintable() and not c.isspace() for c in value):
+        raise ValueError("a document ID is 1 to 200 printable characters without spaces, line breaks or '|'")
+    return value
+
+
+def _one_line(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable text on one line (no tabs or line breaks)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+
+
 class NormalizeRequest(BaseModel):
-    mentions: list[str] = Field(description="mentions to normalise, e.g. [\"breast and ovarian cancer\", \"HNPCC\"]")
-    text: str | None = Field(None, description="the document the mentions come from; its abbreviations are resolved")
-    k: int = Field(5, ge=1, description="candidates per mention part")
+    mentions: list[Text] = Field(description="mentions to normalise, e.g. [\"breast and ovarian cancer\", \"HNPCC\"]")
+    text: Text | None = Field(None, description="the document the mentions come from; its abbreviations are resolved")
+    # Strict: JSON `true` or `2.5` is not a count (a lax int reads `true` as 1).
+    k: StrictInt = Field(5, ge=1, description="candidates per mention part")
     mode: Mode | None = Field(None, description="scoring; default: hybrid when the model has an encoder, else sparse")
 
 
@@ -85,7 +138,7 @@ class CandidateOut(BaseModel):
 class ResultOut(BaseModel):
     mention: str
     parts: list[str] = Field(description="the preprocessed single-concept parts (a composite mention has several)")
-    ids: list[str] = Field(description="the best concept of each part")
+    ids: list[str] = Field(description="the best concept of each part that has a match")
     candidates: list[list[CandidateOut]] = Field(description="per part, the ranked candidates")
 
 
@@ -96,20 +149,20 @@ class NormalizeResponse(BaseModel):
 
 
 class SpanIn(BaseModel):
-    start: int = Field(ge=0)
-    end: int = Field(ge=0)
-    type: str = "Disease"
+    start: StrictInt = Field(ge=0)
+    end: StrictInt = Field(ge=0)
+    type: Annotated[Text, AfterValidator(_one_line)] = "Disease"
 
 
 class DocumentIn(BaseModel):
-    id: str
-    text: str
+    id: Annotated[Text, AfterValidator(_document_id)]
+    text: Text
     mentions: list[SpanIn] | None = Field(None, description="mention spans; omitted or null: the server's tagger finds them")
 
 
 class AnnotateRequest(BaseModel):
     documents: list[DocumentIn] | None = Field(None, description="documents with mention spans (character offsets)")
-    pubtator: str | None = Field(None, description="PubTator text: title and abstract lines plus annotation lines")
+    pubtator: Text | None = Field(None, description="PubTator text: title and abstract lines plus annotation lines")
     output: Literal["json", "pubtator", "bioc"] | None = Field(None, description="default: the input's format")
     find: bool = Field(False, description="find mentions with the tagger even in documents that give spans")
     mode: Mode | None = None
@@ -157,11 +210,25 @@ class _Job:
 
 
 class MicroBatcher:
-    """One worker task; each batch is one `model.normalize` call per scoring mode, in a thread."""
+    """One worker task; each batch is one model call per scoring mode, in a thread.
 
-    def __init__(self, model, *, max_batch: int, wait_s: float, max_pending: int):
+    Admission counts mentions, not requests: a request is refused (503) when the mentions
+    admitted and not yet answered, with its own, would go over `max_queued_mentions`, or would
+    take longer than `max_queue_wait_s` at the rate the model has been going (`rate`, mentions
+    per second), so the wait of the admitted ones stays bounded on any machine. A request finds
+    room whenever nothing is queued. A job whose client has gone or whose deadline has passed
+    has a done future and is dropped before the model call.
+    """
+
+    def __init__(self, model, *, max_batch: int, wait_s: float, max_queued_mentions: int,
+                 max_queue_wait_s: float | None = None, timeout_s: float | None = None,
+                 max_parts_per_mention: int | None = None, max_parts: int | None = None):
         self.model, self.max_batch, self.wait_s = model, max_batch, wait_s
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue(max_pending)
+        self.max_queued_mentions, self.max_queue_wait_s, self.timeout_s = max_queued_mentions, max_queue_wait_s, timeout_s
+        self.max_parts_per_mention, self.max_parts = max_parts_per_mention, max_parts
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.queued = 0  # mentions admitted and not yet answered
+        self.rate: float | None = None  # mentions per second in model calls, smoothed
         self._held: _Job | None = None  # a job that did not fit the last batch, first in the next
         self._worker: asyncio.Task | None = None
         self.batches = self.mentions = 0
@@ -173,19 +240,62 @@ class MicroBatcher:
         self._worker.cancel()
         await asyncio.gather(self._worker, return_exceptions=True)
 
-    async def normalize(self, mentions: list[str], texts: list[str | None], k: int, mode: str | None) -> list:
+    async def normalize(self, mentions: list[str], texts: list[str | None], k: int, mode: str | None,
+                        timeout_s: float | None = None) -> list:
+        """Results for one request's mentions; `timeout_s` (default: the batcher's) is what is left of its deadline."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        n = len(mentions)
+        self.admit(n)
         job = _Job(mentions, texts, k, mode, asyncio.get_running_loop().create_future())
+        self.queued += n
+        job.future.add_done_callback(lambda _: self._release(n))
+        self.queue.put_nowait(job)
         try:
-            self.queue.put_nowait(job)
-        except asyncio.QueueFull:
-            raise ApiError(503, "overloaded", "too many requests are waiting for the model; retry shortly") from None
-        return await job.future
+            # On timeout or when the caller is cancelled (its client left), wait_for cancels the future.
+            return await asyncio.wait_for(job.future, timeout_s)
+        except TimeoutError:
+            raise ApiError(503, "deadline_exceeded", f"no answer within {self.timeout_s:g} s; the server is busy, "
+                                                     "retry shortly", **{"Retry-After": "1"}) from None
+
+    async def warm_up(self, mentions: list[str]) -> None:
+        """A model call outside the limits and the counts, to measure the first rate."""
+        started = time.perf_counter()
+        await asyncio.to_thread(self.model.normalize, mentions, 1)
+        self._measured(len(mentions), started)
+
+    def _measured(self, mentions: int, started: float) -> None:
+        rate = mentions / max(time.perf_counter() - started, 1e-6)
+        self.rate = rate if self.rate is None else 0.7 * self.rate + 0.3 * rate
+
+    def admit(self, n: int) -> None:
+        """Raises 503 when a request of `n` mentions finds no room (with n = 1: when none would)."""
+        ahead = self.queued + n
+        slow = self.rate is not None and self.max_queue_wait_s is not None and ahead / self.rate > self.max_queue_wait_s
+        if self.queued and (ahead > self.max_queued_mentions or slow):
+            retry = math.ceil(self.queued / self.rate) if self.rate else 1
+            raise ApiError(503, "overloaded", f"{self.queued} mentions are waiting for the model; retry shortly",
+                           **{"Retry-After": str(max(1, retry))})
+
+    def _release(self, n: int) -> None:
+        self.queued -= n
 
     async def _run(self) -> None:
         while True:
             jobs = await self._gather()
             for mode in dict.fromkeys(j.mode for j in jobs):
-                await self._call([j for j in jobs if j.mode == mode and not j.future.done()])
+                live = [j for j in jobs if j.mode == mode and not j.future.done()]
+                if not live:  # every client of this mode went away or ran out of time
+                    continue
+                started = time.perf_counter()
+                outcomes = await asyncio.to_thread(self._compute, live)
+                self._measured(sum(len(j.mentions) for j in live), started)
+                for job, outcome in zip(live, outcomes):
+                    if job.future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        job.future.set_exception(outcome)
+                    else:
+                        job.future.set_result(outcome)
 
     async def _gather(self) -> list[_Job]:
         jobs = [self._held or await self.queue.get()]
@@ -202,52 +312,89 @@ class MicroBatcher:
             size += len(job.mentions)
         return jobs
 
-    async def _call(self, jobs: list[_Job]) -> None:
-        if not jobs:  # every client of this mode went away
-            return
-        # One call at the largest k; each job keeps its own top k (a prefix of the larger ranking).
-        k = max(j.k for j in jobs)
-        mentions = [m for j in jobs for m in j.mentions]
-        texts = [t for j in jobs for t in j.texts]
+    def _compute(self, jobs: list[_Job]) -> list:
+        """Each job's results, or the exception that is its own: preprocessing runs per job, and
+        when the shared model call fails each job is retried alone, so one bad request never
+        fails its neighbours."""
+        outcomes: list = [None] * len(jobs)
+        split = []
+        for i, job in enumerate(jobs):
+            try:
+                split.append((i, job, self._split(job)))
+            except Exception as error:
+                outcomes[i] = error
+        if split:
+            self._rank_apart(split, outcomes)
+        return outcomes
+
+    def _rank_apart(self, group: list, outcomes: list) -> None:
         try:
-            results = await asyncio.to_thread(self.model.normalize, mentions, k, mode=jobs[0].mode, texts=texts)
-        except Exception as error:  # the requests fail, the worker goes on
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_exception(error)
-            return
+            for (i, _, _), results in zip(group, self._rank(group)):
+                outcomes[i] = results
+        except Exception as error:
+            if len(group) == 1:
+                outcomes[group[0][0]] = error
+            else:
+                for one in group:
+                    self._rank_apart([one], outcomes)
+
+    def _split(self, job: _Job) -> list[tuple[str, ...]]:
+        parts = self.model.split(job.mentions, job.texts)
+        for i, ps in enumerate(parts):
+            if self.max_parts_per_mention is not None and len(ps) > self.max_parts_per_mention:
+                raise ApiError(422, "too_many_parts", f"mention {i} splits into {len(ps)} parts; "
+                                                      f"at most {self.max_parts_per_mention}")
+        total = sum(map(len, parts))
+        if self.max_parts is not None and total > self.max_parts:
+            raise ApiError(422, "too_many_parts", f"the mentions split into {total} parts; at most {self.max_parts} per request")
+        return parts
+
+    def _rank(self, group: list) -> list[list]:
+        # One call at the largest k; each job keeps its own top k (a prefix of the larger ranking).
+        mentions = [m for _, job, _ in group for m in job.mentions]
+        parts = [p for _, _, ps in group for p in ps]
+        results = self.model.normalize_parts(mentions, parts, max(job.k for _, job, _ in group), mode=group[0][1].mode)
         self.batches += 1
         self.mentions += len(mentions)
-        start = 0
-        for j in jobs:
-            mine = results[start:start + len(j.mentions)]
-            start += len(j.mentions)
+        out, start = [], 0
+        for _, job, _ in group:
+            mine = results[start:start + len(job.mentions)]
+            start += len(job.mentions)
             for r in mine:
-                r.candidates = [c[:j.k] for c in r.candidates]
-            if not j.future.done():  # a client that disconnected has cancelled its future
-                j.future.set_result(mine)
+                r.candidates = [c[:job.k] for c in r.candidates]
+            out.append(mine)
+        return out
 
 
 class TaggerRunner:
     """Runs the tagger on its own single worker thread: one call at a time (it is not thread-safe),
-    never on the event loop, and still one at a time when a waiting client goes away. Requests
-    beyond `max_pending` waiting for it get 503."""
+    never on the event loop. Admission counts documents: with some already waiting, a request
+    whose documents would go over `max_queued_documents` gets 503. A call whose caller gave up
+    (deadline, client gone) before it started is dropped; one already running finishes."""
 
-    def __init__(self, tagger, *, max_pending: int):
-        self.tagger, self.max_pending = tagger, max_pending
+    def __init__(self, tagger, *, max_queued_documents: int):
+        self.tagger, self.max_queued_documents = tagger, max_queued_documents
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="biosyn-tagger")
-        self.waiting = self.calls = self.documents = 0
+        self.queued = self.calls = self.documents = 0
 
-    async def tag(self, texts: list[str]) -> list:
-        if self.waiting >= self.max_pending:
-            raise ApiError(503, "overloaded", "too many requests are waiting for the tagger; retry shortly")
-        self.waiting += 1
+    async def tag(self, texts: list[str], timeout_s: float | None = None) -> list:
+        n = len(texts)
+        if self.queued and self.queued + n > self.max_queued_documents:
+            raise ApiError(503, "overloaded", f"{self.queued} documents are waiting for the tagger; retry shortly",
+                           **{"Retry-After": "1"})
+        self.queued += n
         try:
-            found = await asyncio.get_running_loop().run_in_executor(self.executor, self.tagger.tag, texts)
+            # Cancelling the executor's future (wait_for does, on timeout or when the caller is
+            # cancelled) takes a call that has not started off the worker's queue.
+            found = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(self.executor, self.tagger.tag, texts), timeout_s)
+        except TimeoutError:
+            raise ApiError(503, "deadline_exceeded", "no answer within the request's deadline; the tagger is busy, "
+                                                     "retry shortly", **{"Retry-After": "1"}) from None
         finally:
-            self.waiting -= 1
+            self.queued -= n
         self.calls += 1
-        self.documents += len(texts)
+        self.documents += n
         return found
 
     def stop(self) -> None:
@@ -297,6 +444,48 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class Shed:
+    """Refuses work (503) before its body is parsed while the queue has no room for even one
+    mention: under overload, parsing and validating the requests that are refused anyway
+    would take the CPU from the admitted ones."""
+
+    def __init__(self, app, paths: tuple[str, ...]):
+        self.app, self.paths = app, paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            try:
+                scope["app"].state.batcher.admit(1)
+            except ApiError as error:
+                return await error_response(error.status, error.code, error.message, **error.headers)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class CatchAll:
+    """Answers an unexpected exception with a JSON 500 and keeps it from uvicorn, which would
+    close the keep-alive connection (Starlette's handler for `Exception` re-raises)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        started = False
+
+        async def watch(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            log.exception("request %s %s failed", scope.get("method"), scope.get("path"))
+            if started or scope["type"] != "http":
+                raise
+            await error_response(500, "internal_error", "the server failed on this request; it has been logged")(
+                scope, receive, send)
+
+
 # -- the app --------------------------------------------------------------------------------
 
 
@@ -311,9 +500,14 @@ def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.batcher = MicroBatcher(model, max_batch=limits.max_batch, wait_s=limits.batch_wait_ms / 1000,
-                                         max_pending=limits.max_pending)
+                                         max_queued_mentions=limits.max_queued_mentions,
+                                         max_queue_wait_s=limits.max_queue_wait_s, timeout_s=limits.request_timeout_s,
+                                         max_parts_per_mention=limits.max_parts_per_mention, max_parts=limits.max_parts)
         app.state.batcher.start()
-        app.state.tagging = TaggerRunner(tagger, max_pending=limits.max_pending) if tagger is not None else None
+        app.state.tagging = (TaggerRunner(tagger, max_queued_documents=limits.max_queued_documents)
+                             if tagger is not None else None)
+        # One full call before serving: it warms the model up and gives admission control its first rate.
+        await app.state.batcher.warm_up(list(model.index.names[:limits.max_batch]))
         yield
         await app.state.batcher.stop()
         if app.state.tagging is not None:
@@ -321,7 +515,9 @@ def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str
 
     app = FastAPI(title="biosyn", version=_version("biosyn"), lifespan=lifespan,
                   description="Biomedical entity normalisation with BioSyn: mentions → ranked concept IDs.")
-    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(Shed, paths=("/normalize", "/annotate"))
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)  # outside Shed: the body is read, the connection kept
+    app.add_middleware(CatchAll)  # added last, so outermost
     _add_error_handlers(app)
 
     def check_mode(mode: str | None) -> str:
@@ -365,15 +561,17 @@ def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str
     async def info(request: Request):
         index = model.index
         batcher = request.app.state.batcher
-        manifest = {k: v for k, v in index.manifest.items() if k != "aliases"}
+        # No paths on disk: a local model, vocabulary or index is named by its last component only.
+        manifest = {k: _public(v) if k in ("model", "vocabulary") else v
+                    for k, v in index.manifest.items() if k != "aliases"}
         return {
-            "model": model.spec, "modes": list(modes), "default_mode": model.default_mode,
+            "model": _public(model.spec), "modes": list(modes), "default_mode": model.default_mode,
             "similarity": model.similarity, "sparse_weight": model.sparse_weight,
-            "index": {"names": len(index), "dense": index.has_dense, "path": str(index.path) if index.path else None,
-                      "manifest": manifest},
-            "vocabulary": {"name": vocabulary or manifest.get("vocabulary"), "concepts": len(index.concepts)},
-            "tagger": {"loaded": tagger is not None, "spec": getattr(tagger, "spec", None)},
+            "index": {"names": len(index), "dense": index.has_dense, "manifest": manifest},
+            "vocabulary": {"name": _public(vocabulary) or manifest.get("vocabulary"), "concepts": len(index.concepts)},
+            "tagger": {"loaded": tagger is not None, "spec": _public(getattr(tagger, "spec", None))},
             "limits": asdict(limits), "batches": {"calls": batcher.batches, "mentions": batcher.mentions},
+            "queue": {"mentions": batcher.queued, "rate": batcher.rate},
             "versions": {"python": platform.python_version(),
                          **{p: _version(p) for p in ("biosyn", "torch", "transformers", "fastapi", "uvicorn")}},
         }
@@ -383,7 +581,8 @@ def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str
         """A concept by its main or alternative ID (`D001943`, `MESH:D001943`, `OMIM:114480`)."""
         c = model.index.concept(normalize_id(concept_id))
         if c is None:
-            raise ApiError(404, "unknown_concept", f"no concept with ID {concept_id!r} in this index")
+            shown = concept_id if len(concept_id) <= 40 else concept_id[:40] + "…"
+            raise ApiError(404, "unknown_concept", f"no concept with ID {shown!r} in this index")
         return ConceptOut(id=c.id, name=c.name, alt_ids=list(c.alt_ids), synonyms=list(c.synonyms))
 
     @app.post("/normalize", response_model=NormalizeResponse)
@@ -393,8 +592,9 @@ def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str
         check_text(body.text, "text")
         check_k(body.k)
         mode = check_mode(body.mode)
-        results = await request.app.state.batcher.normalize(body.mentions, [body.text] * len(body.mentions), body.k, mode)
-        return {"mode": mode, "k": body.k, "results": [result_json(r) for r in results]}
+        results = await _until_disconnected(request, request.app.state.batcher.normalize(
+            body.mentions, [body.text] * len(body.mentions), body.k, mode))
+        return await _json(lambda: {"mode": mode, "k": body.k, "results": [result_json(r) for r in results]})
 
     @app.post("/annotate", response_model=AnnotateResponse, response_model_exclude_none=True)
     async def annotate(body: AnnotateRequest, request: Request):
@@ -413,42 +613,84 @@ def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str
             raise ApiError(422, "too_many_documents", f"{len(docs)} documents; at most {limits.max_documents} per request")
         for d in docs:
             check_text(d.text, f"document {d.pmid!r}")
+        mode = check_mode(body.mode)
         to_find = [i for i in to_find if docs[i].text.strip()]
+        if to_find and request.app.state.tagging is None:
+            raise ApiError(501, "no_tagger", "this server has no tagger to find mentions: give mention spans, "
+                                             "or start it with `biosyn serve --tagger`")
+        filled = await _until_disconnected(request, link(request.app.state, docs, to_find, mode))
+        output = body.output or ("pubtator" if body.pubtator is not None else "json")
+        return await _json(lambda: _annotated(filled, output))
+
+    async def link(state, docs: list[Document], to_find: list[int], mode: str) -> list:
+        """Each document with its linked mentions: the tagger's for `to_find`, else its own spans.
+        Tagging and linking share one deadline, `request_timeout_s` from here."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.request_timeout_s
         if to_find:
-            if request.app.state.tagging is None:
-                raise ApiError(501, "no_tagger", "this server has no tagger to find mentions: give mention spans, "
-                                                 "or start it with `biosyn serve --tagger`")
-            found = await request.app.state.tagging.tag([docs[i].text for i in to_find])
+            found = await state.tagging.tag([docs[i].text for i in to_find], timeout_s=limits.request_timeout_s)
             for i, mentions in zip(to_find, found):
                 docs[i].mentions = list(mentions)
         mentions = [m.text for d in docs for m in d.mentions]
-        if mentions:
-            check_mentions(mentions)
-        mode = check_mode(body.mode)
+        if not mentions:
+            return [(d, []) for d in docs]
+        check_mentions(mentions)
         texts = [d.text for d in docs for _ in d.mentions]
-        results = iter(await request.app.state.batcher.normalize(mentions, texts, 1, mode) if mentions else [])
-        filled = [(d, [(m, next(results)) for m in d.mentions]) for d in docs]
-        output = body.output or ("pubtator" if body.pubtator is not None else "json")
-        if output == "pubtator":
-            return {"pubtator": "\n".join(format_pubtator(_with_ids(d, pairs)) for d, pairs in filled)}
-        if output == "bioc":
-            return {"bioc": bioc_collection(_with_ids(d, pairs) for d, pairs in filled)}
-        return {"documents": [{"id": d.pmid, "text": d.text, "mentions": [_span_json(m, r) for m, r in pairs]}
-                              for d, pairs in filled]}
+        results = iter(await state.batcher.normalize(mentions, texts, 1, mode, timeout_s=max(0.0, deadline - loop.time())))
+        return [(d, [LinkedMention(m.start, m.end, m.text, m.type, next(results)) for m in d.mentions]) for d in docs]
 
     return app
 
 
+async def _until_disconnected(request: Request, work):
+    """Awaits `work`, or cancels it (its queued job is then dropped) when the client disconnects."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected():
+        # The body has been read: the next message is the disconnect (or the end of the exchange).
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        raise ApiError(499, "client_closed_request", "the client closed the connection")
+    return task.result()
+
+
+async def _json(payload) -> JSONResponse:
+    """Builds and serialises a response in a thread: a large one would hold up the event loop."""
+    return await asyncio.to_thread(lambda: JSONResponse(payload()))
+
+
+def _annotated(filled: list[tuple[Document, list[LinkedMention]]], output: str) -> dict:
+    if output == "pubtator":  # format_pubtator writes a JSON text's line breaks and tabs as spaces
+        return {"pubtator": "\n".join(format_pubtator(linked_document(d, linked)) for d, linked in filled)}
+    if output == "bioc":
+        return {"bioc": bioc_collection(linked_document(d, linked) for d, linked in filled)}
+    return {"documents": [{"id": d.pmid, "text": d.text, "mentions": [mention_json(m) for m in linked]}
+                          for d, linked in filled]}
+
+
+def _public(name: str | None) -> str | None:
+    """A local file or folder by its name alone; anything else (a hub id, a vocabulary name) as it is."""
+    return Path(name).name if name and Path(name).exists() else name
+
+
 def _pubtator_documents(text: str) -> list[Document]:
+    """Documents with spans checked as `read_pubtator` checks them; a span error is `bad_span`,
+    any other malformed line `bad_pubtator`."""
     errors: list[FormatError] = []
-    docs = list(parse_pubtator(text.splitlines(), source="pubtator", skipped=errors))
+    # Lines as a file read gives them: split at line ends only, not at U+2028 or a form feed as str.splitlines does.
+    docs = list(parse_pubtator(io.StringIO(text, newline=None), source="pubtator", skipped=errors, check_text=True))
     if errors:
-        raise ApiError(422, "bad_pubtator", "; ".join(str(e) for e in errors[:5]))
-    for d in docs:
-        for m in d.mentions:
-            if m.end > len(d.text):
-                raise ApiError(422, "bad_span", f"document {d.pmid!r}: span {m.start}-{m.end} is past the end of its "
-                                                f"{len(d.text)}-character text")
+        code = "bad_span" if all(isinstance(e, SpanError) for e in errors) else "bad_pubtator"
+        raise ApiError(422, code, "; ".join(str(e) for e in errors[:5]))
     return docs
 
 
@@ -466,19 +708,10 @@ def _json_documents(documents: list[DocumentIn]) -> list[Document]:
     return docs
 
 
-def _with_ids(doc: Document, pairs) -> Document:
-    mentions = [Mention(m.start, m.end, m.text, m.type, tuple(top_ids(r).split("|"))) for m, r in pairs]
-    return Document(doc.pmid, doc.title, doc.abstract, mentions, doc.relations)
-
-
-def _span_json(m: Mention, r) -> dict:
-    return mention_json(LinkedMention(m.start, m.end, m.text, m.type, r))
-
-
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request, error: ApiError):
-        return error_response(error.status, error.code, error.message)
+        return error_response(error.status, error.code, error.message, **error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, error: RequestValidationError):
@@ -491,13 +724,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request, error: HTTPException):
+        if error.status_code == 400 and error.__cause__ is not None:  # FastAPI could not read the body
+            return error_response(422, "malformed_json", "the request body is not valid JSON (not UTF-8, or nested "
+                                                         "too deeply)")
         codes = {404: "not_found", 405: "method_not_allowed"}
         return error_response(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail),
                               **(error.headers or {}))
-
-    @app.exception_handler(Exception)
-    async def internal(request, error: Exception):
-        return error_response(500, "internal_error", "the server failed on this request; it has been logged")
 
 
 def _version(package: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
 from .app import Limits
 
@@ -25,14 +26,9 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for embedding on CPU")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    defaults = Limits()
-    p.add_argument("--max-mentions", type=int, default=defaults.max_mentions, help="mentions per request")
-    p.add_argument("--max-mention-chars", type=int, default=defaults.max_mention_chars)
-    p.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars, help="characters per document text")
-    p.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
-    p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="mentions per model call")
-    p.add_argument("--batch-wait-ms", type=float, default=defaults.batch_wait_ms,
-                   help="how long a lone request waits for others to share its model call")
+    for f in fields(Limits):  # one option per limit, named, typed and explained by the dataclass
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                       help=f"{f.metadata['help']} (default {f.default})")
     return p
 
 
@@ -50,10 +46,20 @@ def cmd_serve(args) -> int:
     tagger = load_tagger(tagger_spec) if tagger_spec else None
     model = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, data_dir=args.data_dir,
                         trust_pickle=args.trust_pickle, bf16=args.bf16)
-    limits = Limits(max_mentions=args.max_mentions, max_mention_chars=args.max_mention_chars,
-                    max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
-                    max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
-    # uvicorn's own start-up lines say where it listens; access logs would cost throughput.
+    limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
     app = create_app(model, tagger, limits=limits, vocabulary=None if args.index else args.vocabulary)
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False)
+    uvicorn.Server(server_config(app, limits, host=args.host, port=args.port)).run()
     return 0
+
+
+def server_config(app, limits: Limits, **options):
+    """uvicorn's settings for `app` under `limits`: timeouts and caps for connections, JSON for
+    the errors uvicorn answers itself (see protocol.py)."""
+    import uvicorn
+
+    from .protocol import protocol
+
+    # uvicorn's own start-up lines say where it listens; access logs would cost throughput.
+    return uvicorn.Config(app, **options, access_log=False, timeout_keep_alive=limits.keep_alive_s,
+                          h11_max_incomplete_event_size=limits.max_header_bytes,
+                          http=protocol(receive_timeout_s=limits.receive_timeout_s, max_connections=limits.max_connections))
