@@ -28,10 +28,10 @@ $(TAGGER)/config.json: | setup
 # set's raw text (NER, joint and document-level scores); then a sentence annotated and a few
 # mentions normalised.
 run: setup $(TAGGER)/config.json
-	$(VENV)/bin/biosyn evaluate --corpus ncbi-disease --split test --bf16
-	$(VENV)/bin/biosyn tagger evaluate --corpus ncbi-disease --split test --bf16
-	$(VENV)/bin/biosyn annotate --bf16 "Hereditary nonpolyposis colorectal cancer (HNPCC) and breast and ovarian cancer run in families; HNPCC is also called Lynch syndrome."
-	$(VENV)/bin/biosyn normalize --bf16 -k 3 "hereditary breast and ovarian cancer" "Wilson disease" "colon cancers"
+	$(VENV)/bin/biosyn evaluate --corpus ncbi-disease --split test
+	$(VENV)/bin/biosyn tagger evaluate --corpus ncbi-disease --split test
+	$(VENV)/bin/biosyn annotate "Hereditary nonpolyposis colorectal cancer (HNPCC) and breast and ovarian cancer run in families; HNPCC is also called Lynch syndrome."
+	$(VENV)/bin/biosyn normalize -k 3 "hereditary breast and ovarian cancer" "Wilson disease" "colon cancers"
 
 test: setup
 	$(PY) -m pytest -q

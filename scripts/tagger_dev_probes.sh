@@ -20,3 +20,6 @@ probe window256 --window 256 --overlap 64 --no-propagate
 probe window512 --window 512 --overlap 128 --no-propagate
 probe window128-int8 --window 128 --overlap 32 --no-propagate --int8
 probe window256-int8 --window 256 --overlap 64 --no-propagate --int8
+probe window128-lexicon50 --window 128 --overlap 32 --no-propagate --lexicon --lexicon-min-ratio 0.5
+probe window128-lexicon70 --window 128 --overlap 32 --no-propagate --lexicon --lexicon-min-ratio 0.7
+probe window128-lexicon50-propagate --window 128 --overlap 32 --propagate --lexicon --lexicon-min-ratio 0.5

@@ -84,6 +84,11 @@ def test_propagation_tags_repeats_and_short_forms_of_tagged_long_forms():
     out = propagate(text, [inner])
     assert [m.text for m in out] == ["colorectal cancer", "colorectal cancer"]
     assert propagate(text, []) == []
+    # Abbreviations alone: no repeats; a short form whose long form occurs untagged is not a disease.
+    gene = "The von Hippel-Lindau (VHL) protein binds; VHL patients and colorectal cancer, colorectal cancer."
+    spans = [Mention(gene.index("VHL"), gene.index("VHL") + 3, "VHL", "Disease"), Mention(60, 77, "colorectal cancer", "Disease")]
+    out = propagate(gene, spans, {"VHL": "von Hippel-Lindau"}, repeats=False)
+    assert [(m.start, m.text) for m in out] == [(60, "colorectal cancer")]
 
 
 def test_word_labels_are_bio_over_the_words_a_mention_covers(tmp_path):

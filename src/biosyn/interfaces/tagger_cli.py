@@ -47,6 +47,8 @@ def add_parsers(sub) -> None:
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
     ev.add_argument("--propagate", action=argparse.BooleanOptionalAction,
                     help="document-level propagation of tagged strings (default: as the tagger was saved)")
+    ev.add_argument("--abbreviations", action=argparse.BooleanOptionalAction,
+                    help="make Ab3P short forms agree with their long forms (default: as saved)")
     ev.add_argument("--window", type=int, help="tokens per window (default: as saved)")
     ev.add_argument("--overlap", type=int, help="tokens shared by neighbouring windows (default: as saved)")
     ev.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the tagger (CPU)")
@@ -70,7 +72,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def tagger_overrides(args) -> dict:
     """The TaggerOptions that command-line flags set (unset flags keep the saved options)."""
-    given = {"max_length": args.window, "overlap": args.overlap, "propagate": args.propagate, "int8": args.int8 or None,
+    given = {"max_length": args.window, "overlap": args.overlap, "propagate": args.propagate,
+             "abbreviations": args.abbreviations, "int8": args.int8 or None,
              "lexicon": args.lexicon, "lexicon_min_ratio": args.lexicon_min_ratio}
     return {k: v for k, v in given.items() if v is not None}
 

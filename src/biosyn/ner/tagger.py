@@ -43,7 +43,7 @@ class TaggerOptions:
     overlap: int = 32  # tokens shared by neighbouring windows
     batch_size: int = 32  # windows per forward pass
     propagate: bool = False  # a string tagged once is tagged wherever it recurs in the document
-    abbreviations: bool = True  # ... and so is the short form (Ab3P) of a tagged long form
+    abbreviations: bool = False  # Ab3P pairs agree: tagged long form -> short forms tagged, untagged -> untagged
     int8: bool = False  # dynamic int8 quantisation of the linear layers for CPU inference
     lexicon: bool = False  # add the training lexicon's strings where the model found nothing (lexicon.py)
     lexicon_min_ratio: float = 0.5  # ... those annotated at least this often in the training text
@@ -178,7 +178,7 @@ class DiseaseTagger:
         if self.options.lexicon and self.lexicon is not None:
             self.lexicon.min_ratio = self.options.lexicon_min_ratio
             spans = sorted([*spans, *self.lexicon.find(text, [(m.start, m.end) for m in spans], ENTITY)], key=lambda m: m.start)
-        if self.options.propagate and spans:
+        if spans and (self.options.propagate or self.options.abbreviations):
             abbreviations = find_abbreviations(without_surrogates(text)) if self.options.abbreviations else None
-            spans = propagate(text, spans, abbreviations)
+            spans = propagate(text, spans, abbreviations, repeats=self.options.propagate)
         return spans
