@@ -27,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tagger", help="tagger folder (default: $BIOSYN_TAGGER, else runs/ncbi-disease/tagger)")
     parser.add_argument("--model", help="linker (default: the trained model, else minilm)")
+    parser.add_argument("--int8", action="store_true", help="the tagger with dynamic int8 quantisation")
     parser.add_argument("--repeat", type=int, default=3, help="passes over the 100 abstracts; the best pass counts")
     parser.add_argument("--output", help="write the figures here (JSON)")
     args = parser.parse_args()
@@ -43,7 +44,7 @@ def main() -> None:
     linker = load_model(args.model)
     attach_index(linker, benchmark.dictionary, benchmark.vocabulary, progress=False)  # cached after the first run
     linker_ready = time.perf_counter()
-    tagger = load_tagger(args.tagger)
+    tagger = load_tagger(args.tagger, {"int8": True} if args.int8 else None)
     tagger_ready = time.perf_counter()
     annotator = Annotator(tagger, linker)
     annotator.annotate(texts[:2])  # warm-up
