@@ -17,8 +17,9 @@ from ..data.locate import corpus as corpus_files, data_file
 from ..data.pubtator import read_pubtator
 from ..data.records import Dictionary, Query, Vocabulary
 from ..data.vocabularies import load_vocabulary
+from ..preprocess.corpus import corpus_preprocessor
 from ..preprocess.pipeline import Preprocessor, build_dictionary, split_known
-from ..preprocess.text import load_spelling_fixes, normalize_text
+from ..preprocess.text import normalize_text
 
 EARLIER_SPLITS = {"train": (), "dev": ("train",), "test": ("train", "dev")}
 
@@ -41,12 +42,6 @@ class Benchmark:
             "vocabulary_concepts": len(self.vocabulary), "dropped_without_gold": self.dropped_no_gold,
             "dropped_unknown_ids": self.dropped_unknown, "kept_unknown_ids": self.kept_unknown, "sources": self.sources,
         }
-
-
-def corpus_preprocessor(corpus: str, data_dir: str | os.PathLike | None = None, **options) -> Preprocessor:
-    files = corpus_files(corpus)
-    fixes = load_spelling_fixes(data_file(files.spelling_fixes, data_dir)) if files.spelling_fixes else {}
-    return Preprocessor(spelling_fixes=fixes, **options)
 
 
 def load_benchmark(

@@ -9,7 +9,8 @@ import sys
 import time
 
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
-from ..training import cli as training_cli
+from ..search.scoring import MODES
+from . import training_cli
 from . import tagger_cli
 from .annotate_files import add_annotate_parser, cmd_annotate
 from .server.cli import add_serve_parser, cmd_serve
@@ -27,7 +28,7 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 def _model_options(p: argparse.ArgumentParser, *, index: bool = True) -> None:
     p.add_argument("--model", help=MODEL_HELP)
-    p.add_argument("--mode", choices=("hybrid", "dense", "sparse"), help="scoring (default: hybrid when the model has an encoder)")
+    p.add_argument("--mode", choices=MODES, help="scoring (default: hybrid when the model has an encoder)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="unpickle a released checkpoint's sparse_encoder.pk instead of refitting it (runs code from the file)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for embedding on CPU")
@@ -142,7 +143,8 @@ def cmd_data(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from ..evaluation.evaluate import run_evaluation, write_predictions
-    from ..evaluation.protocol import corpus_preprocessor, load_benchmark
+    from ..evaluation.protocol import load_benchmark
+    from ..preprocess.corpus import corpus_preprocessor
     from .loading import attach_index, load_model
 
     started = time.perf_counter()

@@ -24,11 +24,11 @@ from ..data.atomic import atomic_dir, atomic_write
 from ..data.records import Concept, Dictionary
 from ..encoders.sparse import SparseEncoder
 from .exact import batched_topk, as_csr32, sparse_scores
+from .scoring import check_mode, hybrid
 
 FORMAT = "biosyn.index"
 VERSION = 1
 MANIFEST = "manifest.json"
-MODES = ("hybrid", "dense", "sparse")
 
 
 class IndexMismatchError(ValueError):
@@ -228,13 +228,13 @@ class NameIndex:
         approximate: bool = False,
         batch_size: int = 128,
     ) -> SearchResult:
-        """Top-k names for each query: score = dense + sparse_weight × sparse (hybrid), or either alone.
+        """Top-k names for each query: the hybrid score (`scoring.hybrid`), or either half alone.
+        Dense queries and rows come prepared by `scoring.Scorer.vectors`.
 
         `approximate` takes dense candidates from the FAISS index and sparse candidates from the
         exact sparse search, then re-scores their union exactly.
         """
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        check_mode(mode)
         if mode != "sparse" and (dense_queries is None or self.dense_matrix is None):
             raise ValueError(f"mode {mode!r} needs dense embeddings in the index and for the queries")
         if mode != "dense" and sparse_queries is None:
@@ -251,7 +251,7 @@ class NameIndex:
                   else np.zeros(indices.shape, np.float32))
         scores = {"dense": dense, "sparse": sparse}.get(mode)
         if scores is None:
-            scores = dense + np.float32(sparse_weight) * sparse
+            scores = hybrid(dense, sparse, sparse_weight)
         if approximate and mode != "sparse":
             scores = np.where(valid, scores, -np.inf)
             order = np.stack([np.lexsort((row_i, -row_s))[:k] for row_i, row_s in zip(indices, scores)]) if n_queries else np.zeros((0, k), np.int64)
@@ -264,7 +264,6 @@ class NameIndex:
         query = np.ascontiguousarray(dense_q, dtype=np.float32) if mode != "sparse" else None
         sq = as_csr32(sparse_q) if mode != "dense" else None
         n = len(self)
-        w = np.float32(weight)
 
         def make_scorer(rows: np.ndarray):
             d_q = query[rows] if query is not None else None
@@ -274,9 +273,7 @@ class NameIndex:
                 if mode == "sparse":
                     return sparse[a:b] @ s_t
                 out = matrix[a:b] @ d_q.T
-                if mode == "hybrid":
-                    out += w * (sparse[a:b] @ s_t)
-                return out
+                return hybrid(out, sparse[a:b] @ s_t, weight) if mode == "hybrid" else out
 
             return score
 

@@ -219,7 +219,7 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
                                       "seconds": round(time.perf_counter() - started, 1)}) + "\n")
                 log.flush()
     encoder.model.eval()
-    model._fingerprint = None
+    model.weights_changed()
     summary = {"config": asdict(config), "synonym_sets": len(sampler.sets), "concepts_with_mentions": len(sampler.with_mentions),
                "first_loss": round(float(np.mean(losses[:20])), 4),
                "last_loss": round(float(np.mean(losses[-20:])), 4), "seconds": round(time.perf_counter() - started, 1),
@@ -229,7 +229,7 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
 
         if model.sparse_encoder is None:
             model.fit_sparse(vocabulary)
-        base = getattr(model, "base_model", None)
-        model.save_pretrained(output_dir, extra={"pretraining": summary, "base_model": base})
-        write_model_card(Path(output_dir), {"pretraining": summary, "stage": "synonym pre-training only (no BioSyn fine-tuning)", **({"base_model": base} if base else {})})
+        model.save_pretrained(output_dir, extra={"pretraining": summary})
+        write_model_card(Path(output_dir), {"pretraining": summary, "stage": "synonym pre-training only (no BioSyn fine-tuning)",
+                                            **({"base_model": model.base_model} if model.base_model else {})})
     return summary

@@ -42,7 +42,7 @@ def average_models(models: Sequence[BioSyn]) -> BioSyn:
             averaged[name] = tensor.clone()
     first.encoder.model.load_state_dict(averaged)
     first.sparse_weight = float(sum(m.sparse_weight for m in models) / len(models))
-    first._fingerprint = None
+    first.weights_changed()
     return first
 
 

@@ -36,7 +36,7 @@ from ...data.errors import FormatError
 from ...data.ids import normalize_id
 from ...data.pubtator import format_pubtator, parse_pubtator
 from ...data.records import Document, Mention
-from ...search.index import MODES
+from ...search.scoring import MODES, Mode
 from ...annotation.annotator import LinkedMention, linked_document
 from ..annotate_files import mention_json
 from ..normalize_files import result_json
@@ -87,7 +87,6 @@ def error_response(status: int, code: str, message: str, **headers: str) -> JSON
 
 # -- request and response bodies ------------------------------------------------------------
 
-Mode = Literal["hybrid", "dense", "sparse"]
 
 
 def _unicode(value: str) -> str:
