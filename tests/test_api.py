@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import biosyn
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -21,12 +23,8 @@ def test_every_exported_name_resolves_to_its_definition():
 
 
 def test_an_unknown_name_is_an_attribute_error():
-    try:
-        biosyn.NoSuchThing
-    except AttributeError as error:
-        assert "NoSuchThing" in str(error)
-    else:
-        raise AssertionError("biosyn.NoSuchThing resolved")
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        _ = biosyn.NoSuchThing
 
 
 def test_import_biosyn_does_not_import_torch():

@@ -88,12 +88,11 @@ def test_index_build_then_normalize_from_it(tmp_path, capsys):
 
 
 def test_pretrain_with_mentions_and_neighbours_then_reproduce_a_soup_of_two_seeds(real_data_dir, tmp_path, capsys):
-    from tiny import tiny_bert
-
     from biosyn.data.custom import write_jsonl_vocabulary
     from biosyn.data.pubtator import read_pubtator
     from biosyn.data.records import Vocabulary
     from biosyn.data.vocabularies import load_vocabulary
+    from tiny import tiny_bert
 
     bert, tokenizer = tiny_bert(tmp_path / "bert")
     bert.save_pretrained(tmp_path / "bert")

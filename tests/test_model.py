@@ -12,7 +12,6 @@ from biosyn.model.biosyn import BioSyn
 from biosyn.preprocess.pipeline import build_dictionary
 from biosyn.preprocess.text import normalize_text
 from biosyn.search.index import IndexMismatchError, NameIndex
-
 from tiny import tiny_bert, tiny_vocabulary
 
 

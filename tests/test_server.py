@@ -11,12 +11,11 @@ from contextlib import contextmanager
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from biosyn.data.records import Concept, Vocabulary
-from biosyn.interfaces.server import Limits, create_app
 from biosyn.interfaces.normalize_files import normalize_file
+from biosyn.interfaces.server import Limits, create_app
 from biosyn.interfaces.server.app import ApiError, MicroBatcher
 from biosyn.interfaces.server.cli import server_config
 from biosyn.model.biosyn import BioSyn

@@ -12,17 +12,13 @@ from biosyn.encoders.dense import DenseEncoder
 from biosyn.model.biosyn import BioSyn
 from biosyn.preprocess.pipeline import Preprocessor, build_dictionary
 from biosyn.search.scoring import SIMILARITIES
-from biosyn.training.candidates import (CandidateRetriever, add_gold_positives, candidate_labels, gold_rows,
-                                       merge_candidates)
+from biosyn.training.candidates import CandidateRetriever, add_gold_positives, candidate_labels, gold_rows, merge_candidates
 from biosyn.training.loss import marginal_nll
-from biosyn.training.pretrain import (PairSampler, PretrainConfig, concept_names, multi_similarity_loss, nearest_sets, pretrain,
-                                     synonym_sets)
+from biosyn.training.pretrain import PairSampler, PretrainConfig, concept_names, multi_similarity_loss, nearest_sets, pretrain, synonym_sets
 from biosyn.training.queries import TrainingQuery, select_queries
 from biosyn.training.soup import average_models, soup
 from biosyn.training.trainer import TrainConfig, Trainer
-
 from tiny import tiny_bert, tiny_vocabulary
-
 
 # -- loss ------------------------------------------------------------------------------------
 

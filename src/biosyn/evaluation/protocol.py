@@ -10,6 +10,7 @@ kept unless asked otherwise. Both counts are reported.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def load_benchmark(
     )
 
 
-def custom_benchmark(queries: list[Query], vocabulary: Vocabulary, *, extra: list[Query] = (), dictionary: Dictionary | None = None,
+def custom_benchmark(queries: list[Query], vocabulary: Vocabulary, *, extra: Sequence[Query] = (), dictionary: Dictionary | None = None,
                      preprocessor: Preprocessor | None = None, name: str = "custom", drop_unknown: bool = False) -> Benchmark:
     """A benchmark from your own queries (PubTator or BioSyn `.concept` files) and vocabulary."""
     preprocessor = preprocessor or Preprocessor()

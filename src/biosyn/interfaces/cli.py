@@ -10,8 +10,7 @@ import time
 
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
 from ..search.scoring import MODES
-from . import training_cli
-from . import tagger_cli
+from . import tagger_cli, training_cli
 from .annotate_files import add_annotate_parser, cmd_annotate
 from .server.cli import add_serve_parser, cmd_serve
 

@@ -48,7 +48,7 @@ def load_tagger(spec: str | None = None, **hub_kwargs):
         raise FileNotFoundError(f"tagger {spec!r} is neither a folder here nor a hub model that could be "
                                 f"downloaded ({type(error).__name__}: {error})") from error
     tagger = DiseaseTagger.from_pretrained(folder)
-    tagger.spec = spec
+    tagger.spec = spec  # type: ignore[attr-defined]  # what the user named; DiseaseTagger should declare it
     return tagger
 
 
@@ -83,9 +83,8 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
         index.check_vocabulary(vocabulary_fingerprint(vocabulary))
         model.use_index(index)
         return index
-    if model.sparse_encoder is None:
-        model.fit_sparse(vocabulary)
-    key = hashlib.sha256(f"{model.fingerprint}|bf16={model.embed_options.bf16}|{sparse_fingerprint(model.sparse_encoder)}|"
+    sparse = model.sparse_encoder or model.fit_sparse(vocabulary)
+    key = hashlib.sha256(f"{model.fingerprint}|bf16={model.embed_options.bf16}|{sparse_fingerprint(sparse)}|"
                          f"{vocabulary_fingerprint(vocabulary)}|{dict_fp}".encode()).hexdigest()[:20]
     path = cache_dir() / key
     if cache and (path / "manifest.json").exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 from pathlib import Path
 
 from tqdm import tqdm
@@ -61,9 +62,9 @@ def print_results(results, *, as_json: bool = False, out=None) -> None:
                 out.write(f"  {rank}. {concept:<12} {c.score:8.4f}  {c.name}  [{preferred}]{parts}\n")
 
 
-def _read_records(path: str, fmt: str, skipped: list[FormatError]) -> list[tuple[str, str | None, object]]:
+def _read_records(path: str, fmt: str, skipped: list[FormatError]) -> list[tuple[str, str | None, Any]]:
     """(mention, document text, original record) for every good record; bad ones go to `skipped`."""
-    records = []
+    records: list[tuple[str, str | None, Any]] = []
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")

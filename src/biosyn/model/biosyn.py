@@ -20,9 +20,9 @@ import json
 import logging
 import os
 import platform
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -102,7 +102,7 @@ class BioSyn:
         return self.scorer.scale
 
     def configure(self, *, similarity: str | None = None, scale: float | None = None, pooling: str | None = None,
-                  max_length: int | None = None) -> "BioSyn":
+                  max_length: int | None = None) -> BioSyn:
         """Changes what the dense rows depend on; the fingerprint follows."""
         if similarity is not None or scale is not None:
             self.scorer = Scorer(Similarity(similarity or self.scorer.similarity), self.scorer.scale if scale is None else scale)
@@ -113,10 +113,10 @@ class BioSyn:
         self.weights_changed()
         return self
 
-    def configure_embedding(self, *, batch_size: int | None = None, bf16: bool | None = None) -> "BioSyn":
+    def configure_embedding(self, *, batch_size: int | None = None, bf16: bool | None = None) -> BioSyn:
         """How `embed` runs (speed and precision, not what the vectors mean)."""
-        self.embed_options = replace(self.embed_options, **{k: v for k, v in (("batch_size", batch_size), ("bf16", bf16))
-                                                            if v is not None})
+        self.embed_options = EmbedOptions(self.embed_options.batch_size if batch_size is None else int(batch_size),
+                                          self.embed_options.bf16 if bf16 is None else bool(bf16))
         return self
 
     def weights_changed(self) -> None:
@@ -127,14 +127,14 @@ class BioSyn:
 
     @classmethod
     def from_encoder(cls, name_or_path: str | os.PathLike, *, pooling: str | None = None, max_length: int = 25,
-                     device: str | None = None, **kwargs) -> "BioSyn":
+                     device: str | None = None, **kwargs) -> BioSyn:
         """A fresh model around a base encoder (no sparse encoder yet: it is fit on the vocabulary)."""
         from ..encoders.dense import DenseEncoder
 
         return cls(DenseEncoder.from_pretrained(str(name_or_path), pooling=pooling, max_length=max_length, device=device), **kwargs)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_pickle: bool = False, device: str | None = None, **hub_kwargs) -> "BioSyn":
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_pickle: bool = False, device: str | None = None, **hub_kwargs) -> BioSyn:
         """A biosyn model folder, a released BioSyn checkpoint, or a hub id of either."""
         from ..encoders.dense import DenseEncoder
 
@@ -233,7 +233,7 @@ class BioSyn:
         )
         return self.index
 
-    def use_index(self, index: NameIndex) -> "BioSyn":
+    def use_index(self, index: NameIndex) -> BioSyn:
         """Attaches a saved index, refusing one built with another model."""
         index.check_model(self.fingerprint if index.has_dense else None)
         self.index = index

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from biosyn.data.errors import FormatError
 
-_PUNCT_OR_SPACE = re.compile(r"[\s{}]+".format(re.escape(string.punctuation)))
+_PUNCT_OR_SPACE = re.compile(rf"[\s{re.escape(string.punctuation)}]+")
 
 
 def remove_punctuation(s: str) -> str:

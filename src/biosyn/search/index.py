@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from ..data.atomic import atomic_dir, atomic_write
 from ..data.records import Concept, Dictionary
 from ..encoders.sparse import SparseEncoder
-from .exact import batched_topk, as_csr32, sparse_scores
+from .exact import as_csr32, batched_topk, sparse_scores
 from .scoring import check_mode, hybrid
 
 FORMAT = "biosyn.index"
@@ -96,7 +96,7 @@ class NameIndex:
         dense_matrix: np.ndarray | None = None,
         concepts: Sequence[Concept] = (),
         manifest: dict | None = None,
-    ) -> "NameIndex":
+    ) -> NameIndex:
         """An in-memory index; fits a sparse encoder on the names when none is given."""
         names, ids = dictionary.names, dictionary.ids
         sparse_encoder = sparse_encoder or SparseEncoder().fit(names)
@@ -138,7 +138,7 @@ class NameIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, mmap: bool = True) -> "NameIndex":
+    def load(cls, path: str | os.PathLike, *, mmap: bool = True) -> NameIndex:
         path = Path(path)
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():

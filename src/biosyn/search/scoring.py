@@ -88,7 +88,7 @@ class Scorer:
 
     # -- torch: training -------------------------------------------------------------------
 
-    def vectors_torch(self, vectors: "torch.Tensor", *, queries: bool = False) -> "torch.Tensor":
+    def vectors_torch(self, vectors: torch.Tensor, *, queries: bool = False) -> torch.Tensor:
         """`vectors` for tensors, differentiable."""
         import torch
 
@@ -98,7 +98,7 @@ class Scorer:
                 vectors = vectors * self.scale
         return vectors
 
-    def dense_torch(self, queries: "torch.Tensor", candidates: "torch.Tensor") -> "torch.Tensor":
+    def dense_torch(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Dense scores [B, K] of raw pooled query vectors [B, d] and their candidates' [B, K, d]."""
         import torch
 

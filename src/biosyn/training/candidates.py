@@ -8,7 +8,7 @@ every gold ID of the query (set membership on split IDs, never a substring test)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -26,9 +26,9 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -135,7 +135,8 @@ class PairSampler:
             raise ValueError("pre-training needs at least two concepts with two or more names")
         self.batch = min(batch_size, len(self.sets))
         self.n_mention = min(round(mention_share * self.batch), len(self.with_mentions))
-        self.neighbours, self.group = None, 0
+        self.neighbours: np.ndarray | None = None
+        self.group = 0
 
     def group_neighbours(self, neighbours: np.ndarray, group: int) -> None:
         """Draw groups of `group` concepts: `neighbours[i]` lists set i's nearest sets (`nearest_sets`)."""
@@ -144,7 +145,7 @@ class PairSampler:
         self.neighbours, self.group = neighbours, group
 
     def _set_indices(self, rng: np.random.Generator, n: int) -> list[int]:
-        if self.group <= 1:
+        if self.group <= 1 or self.neighbours is None:
             return [int(c) for c in rng.choice(len(self.sets), size=n, replace=False)]
         chosen: dict[int, None] = {}
         while len(chosen) < n:

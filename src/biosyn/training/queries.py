@@ -9,8 +9,8 @@ vocabulary alone.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from ..data.records import Query, Vocabulary
 

@@ -81,7 +81,7 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
         return run_evaluation(final, benchmark, k=5, mode="hybrid").result.summary()
 
     start = {k: v.detach().clone() for k, v in model.encoder.model.state_dict().items()}
-    runs = []
+    runs: list[dict] = []
     for seed in seeds:
         t = time.perf_counter()
         model.encoder.model.load_state_dict(start)  # every seed starts from the pre-trained weights

@@ -25,9 +25,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -89,11 +89,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         model.configure(max_length=config.max_length)
         model.configure_embedding(batch_size=config.embed_batch_size, bf16=config.bf16)
-        if model.sparse_encoder is None:
-            model.fit_sparse(vocabulary)
         self.names = dictionary.names
         self.ids = dictionary.ids
-        sparse = model.sparse_encoder
+        sparse = model.sparse_encoder or model.fit_sparse(vocabulary)
         self.retriever = CandidateRetriever(sparse.transform([q.text for q in self.queries]), sparse.transform(self.names),
                                             topk=config.topk, dense_ratio=config.dense_ratio)
         self.device = model.encoder.device
@@ -131,7 +129,10 @@ class Trainer:
 
     def _raw_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Raw pooled vectors of `texts` for the current weights, reusing this step's cache."""
-        rows, matrix = ({}, None) if self._cache is None or self._cache[0] != self.state.step else self._cache[1:]
+        rows: dict[str, int] = {}
+        matrix: np.ndarray | None = None
+        if self._cache is not None and self._cache[0] == self.state.step:
+            _, rows, matrix = self._cache
         missing = [t for t in dict.fromkeys(texts) if t not in rows]
         if missing:
             enc = self.model.encoder
@@ -140,6 +141,7 @@ class Trainer:
             matrix = new if matrix is None else np.vstack([matrix, new])
             rows = {**rows, **{t: start + i for i, t in enumerate(missing)}}
             self._cache = (self.state.step, rows, matrix)
+        assert matrix is not None  # texts is not empty
         return matrix[[rows[t] for t in texts]]
 
     # -- one step --------------------------------------------------------------------------
@@ -239,20 +241,21 @@ class Trainer:
             self.model.encoder.model.eval()
             self.model.sparse_weight = float(self.sparse_weight.detach())
             self.model.weights_changed()
+            seconds = {"retrieve": round(t_retrieve, 1), "train": round(t_train, 1),
+                       "per_step": round(t_train / max(len(batches), 1), 3)}
             record = {"epoch": epoch, "step": self.state.step, "loss": round(float(np.mean(losses)), 6) if losses else None,
                       "queries_with_positive": used, "queries_without_positive": no_positive,
                       "sparse_weight": round(self.model.sparse_weight, 6),
-                      "seconds": {"retrieve": round(t_retrieve, 1), "train": round(t_train, 1),
-                                  "per_step": round(t_train / max(len(batches), 1), 3)}}
+                      "seconds": seconds}
             if self.dev is not None:
                 t2 = time.perf_counter()
                 record["dev"] = self.evaluate(self.dev)
-                record["seconds"]["dev"] = round(time.perf_counter() - t2, 1)
+                seconds["dev"] = round(time.perf_counter() - t2, 1)
             self.state.epoch = epoch
             self.state.history.append(record)
             t3 = time.perf_counter()
             self.save(command)
-            record["seconds"]["save"] = round(time.perf_counter() - t3, 1)
+            seconds["save"] = round(time.perf_counter() - t3, 1)
             self.log.epoch(record)
             self.plot()
         return self.state
