@@ -77,7 +77,7 @@ def test_txt_folder_to_jsonl_pubtator_and_bioc(index_dir, tagger, txt_folder, tm
     assert all(text[m["start"]:m["end"]] == m["text"] for m in a["mentions"])  # CRLF and emoji counted as in the file
     assert a["mentions"][1]["names"] == ["Breast Neoplasms"] and a["mentions"][1]["scores"] == [1.0]
     assert empty == {"id": "empty", "text": "", "mentions": []}
-    assert junk == {"id": "junk", "error": f"{txt_folder / 'junk.txt'}:1: encoding: not UTF-8 text (byte 0x89)"}
+    assert junk == {"id": "junk", "error": f"{txt_folder / 'junk.txt'}:1: encoding: not UTF-8: byte 0x89 at column 1"}
     assert nul == {"id": "nul", "error": f"{txt_folder / 'nul.txt'}:2: text: binary data (a NUL character)"}
     err = capsys.readouterr().err.splitlines()
     assert err[-3:] == [f"skipped: {junk['error']}", f"skipped: {nul['error']}",
@@ -126,7 +126,7 @@ def test_jsonl_with_and_without_spans(index_dir, tagger, tmp_path, capsys):
     assert [r["error"].split(": ", 1)[1] for r in bad] == [
         "json: Expecting value: line 1 column 1 (char 0)", "text: missing or not a string",
         "mentions[0]: span 0-9 is not inside the 2-character text", "mentions[0]: expected integer start and end",
-        "encoding: not UTF-8 text (byte 0xff)"]
+        "encoding: not UTF-8: byte 0xff at column 1"]
     assert [r["error"].split(": ", 1)[0] for r in bad] == [f"{source}:{n}" for n in (4, 5, 6, 7, 8)]
     assert [r["id"] for r in bad] == ["docs:4", "d", "e", "f", "docs:8"]
     assert capsys.readouterr().err.splitlines()[-1].startswith("annotated 3 documents, 4 mentions; skipped 5 bad documents")
@@ -149,9 +149,9 @@ def test_pubtator_with_and_without_annotations(index_dir, tagger, tmp_path, caps
                                "\n2|t|Wilson disease (WD) is rare.\n2|a|\n2\t0\t14\tWilson disease\tDisease\tD006527\n"
                                "2\t16\t18\tWD\tDisease\tD006527\n")
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"skipped: {source}:10: start/end: span 5-99 is not inside the 16-character text",
+    assert err == [f"skipped: {source}:10: start/end: span 5-99 ends past the document's 16 characters",
                    f"skipped: {source}:13: start/end: offsets must be integers, got 'zero', '3'",
-                   f"skipped: {source}:17: start/end: span 0-4 is 'Mism' in the text, but the line says 'cancer'",
+                   f"skipped: {source}:17: text: 'cancer' is not the document's text 'Mism' at 0-4",
                    f"annotated 2 documents, 3 mentions; skipped 3 bad documents; wrote {out}"]
 
     # --find replaces the given spans with the tagger's (so broken offsets do not matter).

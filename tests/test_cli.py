@@ -124,3 +124,122 @@ def test_pretrain_with_mentions_and_neighbours_then_reproduce_a_soup_of_two_seed
     assert "model soup" in card and "seed [0, 1]" in card and "--add-gold" in card and "linear schedule" in card
     assert main(["soup", *config["soup_of"], "--output", str(tmp_path / "again")]) == 0
     assert json.loads((tmp_path / "again" / "biosyn.json").read_text())["fingerprint"] == config["fingerprint"]
+
+
+# -- hardening (issue 11) ----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def vocab_file(tmp_path):
+    path = tmp_path / "v.tsv"
+    path.write_text("X:1\tWilson disease\thepatolenticular degeneration\nX:2\tBreast cancer\tbreast neoplasm\n")
+    return path
+
+
+def _normalize(vocab_file, *args):
+    return main(["normalize", "--model", "sparse", "--vocabulary", str(vocab_file), *args])
+
+
+def test_index_build_keeps_a_folder_that_is_not_an_index(tmp_path, vocab_file, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("precious")
+    assert main(["index", "build", str(folder), "--model", "sparse", "--vocabulary", str(vocab_file)]) == 2
+    assert "is a non-empty folder that is not a biosyn index" in capsys.readouterr().err
+    assert (folder / "notes.txt").read_text() == "precious"
+    assert main(["index", "build", str(folder), "--model", "sparse", "--vocabulary", str(vocab_file), "--force"]) == 0
+    assert (folder / "manifest.json").is_file() and not (folder / "notes.txt").exists()
+    # An index is replaced without --force; so is an empty folder.
+    assert main(["index", "build", str(folder), "--model", "sparse", "--vocabulary", str(vocab_file)]) == 0
+    (tmp_path / "empty").mkdir()
+    assert main(["index", "build", str(tmp_path / "empty"), "--model", "sparse", "--vocabulary", str(vocab_file)]) == 0
+
+
+@pytest.mark.parametrize("case", ["input folder", "output folder", "output under a file", "deep json", "bad port"])
+def test_os_errors_are_one_line_and_name_the_path(tmp_path, vocab_file, cache, capsys, case):
+    mentions = tmp_path / "m.tsv"
+    mentions.write_text("Wilson disease\n")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    if case == "input folder":
+        status, named = _normalize(vocab_file, "--input", str(tmp_path / "dir")), tmp_path / "dir"
+    elif case == "output folder":
+        status, named = _normalize(vocab_file, "--input", str(mentions), "--output", str(tmp_path / "dir")), tmp_path / "dir"
+    elif case == "output under a file":
+        named = tmp_path / "file" / "out.tsv"
+        status = _normalize(vocab_file, "--input", str(mentions), "--output", str(named))
+    elif case == "deep json":
+        deep = tmp_path / "deep.jsonl"
+        deep.write_text("[" * 200_000 + "\n")
+        status, named = _normalize(vocab_file, "--input", str(deep)), f"{deep}: no mention to normalise: all 1 records were bad"
+    else:
+        status, named = main(["serve", "--model", "sparse", "--port", "99999"]), "--port 99999"
+    err = capsys.readouterr().err
+    assert status == 2
+    (line,) = [x for x in err.splitlines() if x.startswith("biosyn: error:")]
+    assert line.startswith(f"biosyn: error: {named}") and "Traceback" not in err
+
+
+def test_a_full_disk_is_a_runtime_failure(tmp_path, vocab_file, cache, capsys, monkeypatch):
+    import errno
+    import os
+
+    mentions = tmp_path / "m.tsv"
+    mentions.write_text("Wilson disease\n")
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    status = _normalize(vocab_file, "--input", str(mentions), "--output", str(tmp_path / "out.tsv"))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert status == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"biosyn: error: {tmp_path / 'out.tsv'}: No space left on device"
+    assert not (tmp_path / "out.tsv").exists() and not list(tmp_path.glob(".out.tsv.*"))
+
+
+def test_normalize_reads_a_tsv_named_txt_and_fails_when_nothing_is_read(tmp_path, vocab_file, cache, capsys):
+    txt = tmp_path / "mentions.txt"
+    txt.write_text("mention\ttext\nwilson disease\t\nbreast neoplasms\t\n")
+    out = tmp_path / "out.txt"
+    assert _normalize(vocab_file, "--input", str(txt), "--output", str(out)) == 0
+    assert [r.split("\t")[2] for r in out.read_text().splitlines()[1:]] == ["X:1", "X:2"]
+    assert _normalize(vocab_file, "--input", str(txt), "--output", str(out), "--format", "pubtator") == 2
+    err = capsys.readouterr().err
+    assert "skipped: " in err and f"{txt}: no mention to normalise: all 3 records were bad (read as pubtator" in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"mention": ""}\nnot json\n')
+    assert _normalize(vocab_file, "--input", str(bad), "--output", str(tmp_path / "bad.out")) == 2
+    assert "all 2 records were bad" in capsys.readouterr().err and not (tmp_path / "bad.out").exists()
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    assert _normalize(vocab_file, "--input", str(empty)) == 2
+    assert "no mention to normalise: it holds none" in capsys.readouterr().err
+
+
+def test_normalize_jsonl_rejects_nan_and_bom(tmp_path, vocab_file, cache, capsys):
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('\ufeff{"mention": "wilson disease", "score": 1}\n{"mention": "breast cancer", "score": NaN}\n')
+    out = tmp_path / "out.jsonl"
+    assert _normalize(vocab_file, "--input", str(jsonl), "--output", str(out)) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["mention"] == "wilson disease" and record["ids"] == ["X:1"]
+    err = capsys.readouterr().err
+    assert f"skipped: {jsonl}:2: json: NaN is not a JSON number" in err and "skipped 1 bad records" in err
+
+
+def test_normalize_pubtator_rejects_spans_past_the_text(tmp_path, vocab_file, cache, capsys):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("1|t|Wilson disease.\n1|a|Rare.\n1\t0\t14\tWilson disease\tDisease\t-1\n1\t16\t99\tRare\tDisease\t-1\n")
+    out = tmp_path / "out.txt"
+    assert _normalize(vocab_file, "--input", str(doc), "--output", str(out)) == 0
+    assert out.read_text().splitlines()[2:] == ["1\t0\t14\tWilson disease\tDisease\tX:1"]
+    assert f"skipped: {doc}:4: start/end: span 16-99 ends past the document's 21 characters" in capsys.readouterr().err
+
+
+def test_evaluate_on_an_empty_query_file_fails(tmp_path, real_data_dir, cache, capsys):
+    empty = tmp_path / "q.concept"
+    empty.write_text("")
+    assert main(["evaluate", "--model", "sparse", "--data-dir", str(real_data_dir), "--queries", str(empty)]) == 2
+    assert f"{empty}: no query with gold IDs to evaluate" in capsys.readouterr().err

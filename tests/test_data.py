@@ -1,5 +1,10 @@
 import gzip
 import json
+import os
+import stat
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -204,3 +209,122 @@ def test_real_files(real_data_dir):
     assert len(medic) == 11915 and medic.n_names == 76237
     ctd = load_vocabulary("ctd", data_dir=real_data_dir)
     assert len(ctd) == 11865
+
+
+# -- hardening (issue 11) ----------------------------------------------------------------------
+
+
+def test_a_bom_does_not_corrupt_the_first_record(tmp_path):
+    bom = "\ufeff"
+    tsv = tmp_path / "v.tsv"
+    tsv.write_text(bom + "X:1\tFoo\n")
+    assert [c.id for c in read_tsv_vocabulary(tsv)] == ["X:1"]
+    jsonl = tmp_path / "v.jsonl"
+    jsonl.write_text(bom + '{"id": "A", "name": "a"}\n')
+    assert [c.id for c in read_jsonl_vocabulary(jsonl)] == ["A"]
+    medic = tmp_path / "m.txt"
+    medic.write_text(bom + "D1||a\n")
+    assert [c.id for c in read_medic(medic)] == ["D1"]
+    pubtator = tmp_path / "p.txt"
+    pubtator.write_text(bom + BC5CDR)
+    assert [d.pmid for d in read_pubtator(pubtator)] == ["227508"]
+    assert [d.pmid for d in parse_pubtator((bom + BC5CDR).splitlines())] == ["227508"]
+
+
+@pytest.mark.parametrize("reader", [read_tsv_vocabulary, read_jsonl_vocabulary, read_medic, read_ctd, read_pubtator,
+                                    read_dictionary, read_concept_file])
+def test_undecodable_bytes_name_file_and_line(tmp_path, reader):
+    path = tmp_path / "bad.tsv"
+    path.write_bytes(b"\n\xff\xfe\x00junk\n")
+    with pytest.raises(FormatError, match=r"bad.tsv:2: encoding: not UTF-8: byte 0xff at column 1"):
+        reader(path)
+
+
+def test_undecodable_lines_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "v.tsv"
+    path.write_bytes(b"X:1\tFoo\nX:2\t\xe9t\xe9\nX:3\tBar\n")
+    skipped = []
+    assert [c.id for c in read_tsv_vocabulary(path, skipped=skipped)] == ["X:1", "X:3"]
+    assert [(e.line, e.field) for e in skipped] == [(2, "encoding")]
+
+
+def test_damaged_gzip_names_the_file(tmp_path):
+    path = tmp_path / "CTD_diseases.tsv.gz"
+    path.write_bytes(gzip.compress(CTD_ROWS.encode())[:40])
+    with pytest.raises(FormatError, match=r"CTD_diseases.tsv.gz:\d+: gzip"):
+        read_ctd(path)
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("1\t3\t3\tT\tDisease\tD1", "invalid span 3-3"),
+    ("1\t0\t40\tTitle. Abstract.\tDisease\tD1", "span 0-40 ends past the document's 16 characters"),
+    ("1\t0\t5\tAbstr\tDisease\tD1", "'Abstr' is not the document's text 'Title' at 0-5"),
+])
+def test_pubtator_spans_must_fit_the_text(tmp_path, line, problem):
+    lines = ["1|t|Title.", "1|a|Abstract.", line]
+    with pytest.raises(FormatError, match=r"<input>:3: (start/end|text): " + problem.replace("(", r"\(")):
+        list(parse_pubtator(lines, check_text=True))
+    skipped = []
+    (doc,) = parse_pubtator(lines, skipped=skipped, check_text=True)
+    assert doc.mentions == [] and len(skipped) == 1
+    path = tmp_path / "p.txt"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FormatError, match=r"p.txt:3: (start/end|text): " + problem.replace("(", r"\(")):
+        read_pubtator(path)
+
+
+def test_strict_json_lines(tmp_path):
+    jsonl = tmp_path / "v.jsonl"
+    jsonl.write_text('{"id": "A", "name": "a", "x": NaN}\n' + "[" * 100_000 + "\n" + '{"id": "B", "name": "b"}\n')
+    skipped = []
+    assert [c.id for c in read_jsonl_vocabulary(jsonl, skipped=skipped)] == ["B"]
+    assert [(e.line, e.message) for e in skipped] == [(1, "NaN is not a JSON number"), (2, "nested too deeply")]
+
+
+def test_atomic_writes_respect_the_umask(tmp_path):
+    from biosyn.data.atomic import atomic_dir, atomic_write
+
+    old = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "out.txt") as out:
+            out.write("x")
+        with atomic_dir(tmp_path / "folder") as folder:
+            (folder / "inner.txt").write_text("y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o750
+
+
+def test_atomic_write_onto_a_folder_names_it(tmp_path):
+    from biosyn.data.atomic import atomic_write
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        with atomic_write(tmp_path / "out") as out:
+            out.write("x")
+    assert caught.value.filename == str(tmp_path / "out")
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_stale_temporaries_of_killed_writes_are_removed(tmp_path):
+    from biosyn.data.atomic import STALE_AFTER_S, _temp_name, atomic_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = _temp_name(tmp_path / "idx")  # this process's name pattern, then the dead one's pid
+    killed = tmp_path / live.name.replace(f"-{os.getpid()}.", f"-{dead.pid}.")
+    killed.mkdir()
+    (killed / "dense.npy").write_bytes(b"half")
+    legacy_old = tmp_path / ".idx.k2j3h4.tmp"  # mkstemp's name, before pids were in it
+    legacy_old.mkdir()
+    os.utime(legacy_old, (time.time() - STALE_AFTER_S - 60,) * 2)
+    legacy_new = tmp_path / ".idx.a1b2c3.tmp"
+    legacy_new.write_text("maybe another process's write in progress")
+    old_dir = tmp_path / f".idx.old.{dead.pid}"
+    old_dir.mkdir()
+    other_target = tmp_path / f".idxs.{live.name.split('.', 3)[2]}.1.tmp"
+    other_target.mkdir()
+    with atomic_dir(tmp_path / "idx") as folder:
+        (folder / "manifest.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".idx.a1b2c3.tmp", other_target.name, "idx"])

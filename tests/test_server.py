@@ -151,6 +151,9 @@ def test_annotate_bioc(client):
     ({"mentions": ["a"], "k": 11}, "k_too_large"),
     ({"mentions": ["a"], "k": 10**30}, "k_too_large"),
     ({"mentions": ["a"], "k": 0}, "invalid_request"),
+    ({"mentions": ["a"], "k": True}, "invalid_request"),  # not read as 1
+    ({"mentions": ["a"], "k": 2.0}, "invalid_request"),
+    ({"mentions": ["a"], "k": "3"}, "invalid_request"),
     ({"mentions": ["a"], "mode": "dense"}, "unsupported_mode"),
     ({"mentions": ["a"], "mode": "fuzzy"}, "invalid_request"),
     ({"mentions": "breast cancer"}, "invalid_request"),
@@ -184,6 +187,7 @@ def test_body_too_large(client):
     ({"documents": [{"id": "a", "text": "short", "mentions": [{"start": 2, "end": 9}]}]}, "bad_span"),
     ({"documents": [{"id": "a", "text": "short", "mentions": [{"start": 3, "end": 3}]}]}, "bad_span"),
     ({"documents": [{"id": "a", "text": "short", "mentions": [{"start": -1, "end": 3}]}]}, "invalid_request"),
+    ({"documents": [{"id": "a", "text": "short", "mentions": [{"start": False, "end": True}]}]}, "invalid_request"),
     ({"documents": [{"id": "a", "text": "short   ", "mentions": [{"start": 5, "end": 8}]}]}, "empty_mention"),
     ({"documents": [{"id": str(i), "text": "t", "mentions": []} for i in range(3)]}, "too_many_documents"),
     ({"documents": [{"id": "a", "text": "t " * 151, "mentions": []}]}, "text_too_long"),
@@ -191,6 +195,9 @@ def test_body_too_large(client):
     ({"pubtator": "1|t|title\n1\tzero\t4\ttitle\tDisease\n"}, "bad_pubtator"),
     ({"pubtator": "not pubtator at all"}, "bad_pubtator"),
     ({"pubtator": "1|t|title\n1\t0\t9\ttitle\tDisease\n"}, "bad_span"),
+    ({"pubtator": "1|t|title\n1\t0\t3\ttitle\tDisease\n"}, "bad_span"),  # the text at 0-3 is 'tit'
+    ({"pubtator": "1|t|title\n1\t3\t3\ttitle\tDisease\n"}, "bad_span"),
+    ({"pubtator": "1|t|title\n1\t0\t9\ttitle\tDisease\n1\tzero\t4\ttitle\tDisease\n"}, "bad_pubtator"),
     ({"pubtator": PUBTATOR, "output": "xml"}, "invalid_request"),
     ({"pubtator": PUBTATOR, "mode": "hybrid"}, "unsupported_mode"),
 ])

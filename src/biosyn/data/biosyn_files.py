@@ -14,25 +14,24 @@ from pathlib import Path
 from .atomic import atomic_write
 from .errors import FormatError
 from .ids import split_ids
+from .lines import text_lines
 from .records import Dictionary, Query
 
 
 def read_dictionary(path: str | os.PathLike) -> Dictionary:
     dictionary = Dictionary()
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            if "||" not in line:
-                raise FormatError(path, line_no, "line", "expected 'CUI||name'")
-            cui, name = line.split("||", 1)
-            ids = split_ids(cui)
-            if not ids:
-                raise FormatError(path, line_no, "CUI", "empty")
-            if not name.strip():
-                raise FormatError(path, line_no, "name", "empty")
-            dictionary.add(name.strip(), ids)
+    for line_no, line in text_lines(path):
+        if not line.strip():
+            continue
+        if "||" not in line:
+            raise FormatError(path, line_no, "line", "expected 'CUI||name'")
+        cui, name = line.split("||", 1)
+        ids = split_ids(cui)
+        if not ids:
+            raise FormatError(path, line_no, "CUI", "empty")
+        if not name.strip():
+            raise FormatError(path, line_no, "name", "empty")
+        dictionary.add(name.strip(), ids)
     return dictionary
 
 
@@ -45,23 +44,21 @@ def write_dictionary(dictionary: Dictionary, path: str | os.PathLike) -> Path:
 
 def read_concept_file(path: str | os.PathLike) -> list[Query]:
     queries = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("||")
-            if len(fields) != 5:
-                raise FormatError(path, line_no, "line", f"expected 'PMID||start|end||type||mention||CUI', found {len(fields)} '||' fields")
-            pmid, span, mtype, mention, cui = fields
-            try:
-                start, end = (int(x) for x in span.split("|"))
-            except ValueError:
-                raise FormatError(path, line_no, "start|end", f"expected two integers, got {span!r}") from None
-            parts = tuple(p.strip() for p in mention.split("|") if p.strip())
-            if not parts:
-                raise FormatError(path, line_no, "mention", "empty")
-            queries.append(Query(text=mention, parts=parts, gold=split_ids(cui), type=mtype, pmid=pmid, start=start, end=end))
+    for line_no, line in text_lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("||")
+        if len(fields) != 5:
+            raise FormatError(path, line_no, "line", f"expected 'PMID||start|end||type||mention||CUI', found {len(fields)} '||' fields")
+        pmid, span, mtype, mention, cui = fields
+        try:
+            start, end = (int(x) for x in span.split("|"))
+        except ValueError:
+            raise FormatError(path, line_no, "start|end", f"expected two integers, got {span!r}") from None
+        parts = tuple(p.strip() for p in mention.split("|") if p.strip())
+        if not parts:
+            raise FormatError(path, line_no, "mention", "empty")
+        queries.append(Query(text=mention, parts=parts, gold=split_ids(cui), type=mtype, pmid=pmid, start=start, end=end))
     return queries
 
 

@@ -4,37 +4,28 @@ TreeNumbers, ParentTreeNumbers, Synonyms, SlimMappings, lists joined by `|`."""
 
 from __future__ import annotations
 
-import gzip
 import os
 
 from .errors import FormatError
 from .ids import normalize_id
+from .lines import text_lines
 from .records import Concept, Vocabulary
 
 COLUMNS = ("DiseaseName", "DiseaseID", "AltDiseaseIDs", "Definition", "ParentIDs",
            "TreeNumbers", "ParentTreeNumbers", "Synonyms", "SlimMappings")
 
 
-def open_text(path: str | os.PathLike):
-    """Opens a plain or gzipped text file by its content, not its name."""
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")
-
-
 def read_ctd(path: str | os.PathLike, *, skipped: list[FormatError] | None = None) -> Vocabulary:
     vocab = Vocabulary(source=str(path))
-    with open_text(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith("#"):
-                continue
-            try:
-                vocab.add(_parse_row(line.split("\t"), str(path), line_no))
-            except FormatError as error:
-                if skipped is None:
-                    raise
-                skipped.append(error)
+    for line_no, line in text_lines(path, skipped):
+        if not line.strip() or line.startswith("#"):
+            continue
+        try:
+            vocab.add(_parse_row(line.split("\t"), str(path), line_no))
+        except FormatError as error:
+            if skipped is None:
+                raise
+            skipped.append(error)
     return vocab
 
 

@@ -9,50 +9,45 @@ import os
 from .atomic import atomic_write
 from .errors import FormatError
 from .ids import normalize_id
+from .lines import parse_json_line, text_lines
 from .records import Concept, Vocabulary
 
 
 def read_tsv_vocabulary(path: str | os.PathLike, *, skipped: list[FormatError] | None = None) -> Vocabulary:
     vocab = Vocabulary(source=str(path))
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith("#") or (line_no == 1 and line.lower().startswith("id\t")):
-                continue
-            fields = line.split("\t")
-            try:
-                if len(fields) < 2:
-                    raise FormatError(path, line_no, "row", "expected 'id<TAB>name[<TAB>synonyms]'")
-                vocab.add(_concept(fields[0], fields[1], fields[2].split("|") if len(fields) > 2 else [], [], path, line_no))
-            except FormatError as error:
-                if skipped is None:
-                    raise
-                skipped.append(error)
+    for line_no, line in text_lines(path, skipped):
+        if not line.strip() or line.startswith("#") or (line_no == 1 and line.lower().startswith("id\t")):
+            continue
+        fields = line.split("\t")
+        try:
+            if len(fields) < 2:
+                raise FormatError(path, line_no, "row", "expected 'id<TAB>name[<TAB>synonyms]'")
+            vocab.add(_concept(fields[0], fields[1], fields[2].split("|") if len(fields) > 2 else [], [], path, line_no))
+        except FormatError as error:
+            if skipped is None:
+                raise
+            skipped.append(error)
     return vocab
 
 
 def read_jsonl_vocabulary(path: str | os.PathLike, *, skipped: list[FormatError] | None = None) -> Vocabulary:
     vocab = Vocabulary(source=str(path))
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise FormatError(path, line_no, "json", str(error)) from None
-                if not isinstance(record, dict):
-                    raise FormatError(path, line_no, "json", "expected an object")
-                synonyms, alt_ids = record.get("synonyms", []), record.get("alt_ids", [])
-                for field, value in (("synonyms", synonyms), ("alt_ids", alt_ids)):
-                    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                        raise FormatError(path, line_no, field, "expected a list of strings")
-                vocab.add(_concept(record.get("id"), record.get("name"), synonyms, alt_ids, path, line_no))
-            except FormatError as error:
-                if skipped is None:
-                    raise
-                skipped.append(error)
+    for line_no, line in text_lines(path, skipped):
+        if not line.strip():
+            continue
+        try:
+            record = parse_json_line(line, path, line_no)
+            if not isinstance(record, dict):
+                raise FormatError(path, line_no, "json", "expected an object")
+            synonyms, alt_ids = record.get("synonyms", []), record.get("alt_ids", [])
+            for field, value in (("synonyms", synonyms), ("alt_ids", alt_ids)):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise FormatError(path, line_no, field, "expected a list of strings")
+            vocab.add(_concept(record.get("id"), record.get("name"), synonyms, alt_ids, path, line_no))
+        except FormatError as error:
+            if skipped is None:
+                raise
+            skipped.append(error)
     return vocab
 
 

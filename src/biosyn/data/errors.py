@@ -17,3 +17,7 @@ class FormatError(ValueError):
         if line is not None:
             where += f":{line}"
         super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+
+
+class SpanError(FormatError):
+    """A mention span that is empty, reversed, outside its text, or not over the mention's text."""

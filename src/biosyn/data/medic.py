@@ -12,22 +12,21 @@ import os
 
 from .errors import FormatError
 from .ids import normalize_id
+from .lines import text_lines
 from .records import Concept, Vocabulary
 
 
 def read_medic(path: str | os.PathLike, *, skipped: list[FormatError] | None = None) -> Vocabulary:
     vocab = Vocabulary(source=str(path))
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            try:
-                vocab.add(parse_medic_line(line, str(path), line_no))
-            except FormatError as error:
-                if skipped is None:
-                    raise
-                skipped.append(error)
+    for line_no, line in text_lines(path, skipped):
+        if not line.strip():
+            continue
+        try:
+            vocab.add(parse_medic_line(line, str(path), line_no))
+        except FormatError as error:
+            if skipped is None:
+                raise
+            skipped.append(error)
     return vocab
 
 

@@ -4,6 +4,11 @@
 
 Survives the quirks of the official NCBI disease files: a PMID that occurs twice (kept as two
 documents), ID fields with leading spaces, mention texts with trailing spaces, `+`-joined IDs.
+A mention's span must be non-empty. With `check_text` (the default of `read_pubtator`) it must
+also lie inside the document's text and cover the mention's text (compared without surrounding
+whitespace); `parse_pubtator` checks that only when asked. Span problems are `SpanError`s, so
+that callers can tell them from other malformed lines (the server's `bad_span` and `bad_pubtator`).
+A BOM before the first line is dropped.
 """
 
 from __future__ import annotations
@@ -14,9 +19,17 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 from .atomic import atomic_write
-from .errors import FormatError
+from .errors import FormatError, SpanError
 from .ids import split_ids
+from .lines import BOM, text_lines
 from .records import Document, Mention, Relation
+
+_TEXT_LINE = re.compile(r"^[^|\t]+\|[ta]\|")
+
+
+def is_text_line(line: str) -> bool:
+    """`PMID|t|…` or `PMID|a|…`: how a PubTator file starts, for telling formats apart."""
+    return _TEXT_LINE.match(line) is not None
 
 
 def read_pubtator(
@@ -24,14 +37,14 @@ def read_pubtator(
     *,
     types: Collection[str] | None = None,
     skipped: list[FormatError] | None = None,
+    check_text: bool = True,
 ) -> list[Document]:
     """Reads a PubTator file. `types` keeps only mentions of those entity types.
 
     A malformed line raises FormatError, unless `skipped` is a list: then the line is
     left out, the error appended to it, and reading goes on.
     """
-    with open(path, encoding="utf-8") as handle:
-        return list(parse_pubtator(handle, source=str(path), types=types, skipped=skipped))
+    return list(parse_numbered(text_lines(path, skipped), str(path), types=types, skipped=skipped, check_text=check_text))
 
 
 def parse_pubtator(
@@ -40,10 +53,26 @@ def parse_pubtator(
     source: str = "<input>",
     types: Collection[str] | None = None,
     skipped: list[FormatError] | None = None,
+    check_text: bool = False,
 ) -> Iterator[Document]:
+    numbered = ((n, raw.rstrip("\r\n")) for n, raw in enumerate(lines, start=1))
+    return parse_numbered(numbered, source, types=types, skipped=skipped, check_text=check_text)
+
+
+def parse_numbered(
+    numbered: Iterable[tuple[int, str]],
+    source: str,
+    *,
+    types: Collection[str] | None = None,
+    skipped: list[FormatError] | None = None,
+    check_text: bool = True,
+) -> Iterator[Document]:
+    """Documents from (line number, line) pairs as `text_lines` gives them (numbers may skip the
+    lines it left out), for callers that need each error's line in the file."""
     doc: Document | None = None
-    for line_no, raw in enumerate(lines, start=1):
-        line = raw.rstrip("\r\n")
+    for line_no, line in numbered:
+        if line_no == 1 and line.startswith(BOM):
+            line = line[1:]
         if not line.strip():
             if doc is not None:
                 yield doc
@@ -68,7 +97,7 @@ def parse_pubtator(
             if len(fields) == 4 and not fields[1].strip().isdigit():
                 doc.relations.append(Relation(fields[1], tuple(fields[2:])))
                 continue
-            mention = _parse_mention(fields, doc, source, line_no)
+            mention = _parse_mention(fields, doc, source, line_no, check_text)
             if types is None or mention.type in types:
                 doc.mentions.append(mention)
         except FormatError as error:
@@ -88,17 +117,24 @@ def _split_text_line(line: str, source: str, line_no: int) -> tuple[str, str, st
     return parts[0].strip(), parts[1], parts[2]
 
 
-def _parse_mention(fields: list[str], doc: Document, source: str, line_no: int) -> Mention:
+def _parse_mention(fields: list[str], doc: Document, source: str, line_no: int, check_text: bool) -> Mention:
     if len(fields) < 5:
         raise FormatError(source, line_no, "annotation", f"expected at least 5 tab-separated fields, found {len(fields)}")
     try:
         start, end = int(fields[1]), int(fields[2])
     except ValueError:
         raise FormatError(source, line_no, "start/end", f"offsets must be integers, got {fields[1]!r}, {fields[2]!r}") from None
-    if not 0 <= start <= end:
-        raise FormatError(source, line_no, "start/end", f"invalid span {start}-{end}")
+    if not 0 <= start < end:
+        raise SpanError(source, line_no, "start/end", f"invalid span {start}-{end}")
+    text, mention = doc.text, fields[3].strip()
+    if check_text and end > len(text):
+        raise SpanError(source, line_no, "start/end", f"span {start}-{end} ends past the document's {len(text)} characters")
+    if check_text and not mention:
+        raise SpanError(source, line_no, "text", f"span {start}-{end} is blank")
+    if check_text and text[start:end].strip() != mention:
+        raise SpanError(source, line_no, "text", f"{mention!r} is not the document's text {text[start:end]!r} at {start}-{end}")
     ids = split_ids(fields[5]) if len(fields) > 5 else ()
-    return Mention(start=start, end=end, text=fields[3].strip(), type=fields[4].strip(), ids=ids)
+    return Mention(start=start, end=end, text=mention, type=fields[4].strip(), ids=ids)
 
 
 # Characters that would end a PubTator line or field early; each becomes one space, so offsets hold.

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 from .biosyn_files import read_dictionary
-from .ctd import open_text, read_ctd
+from .ctd import read_ctd
 from .custom import read_jsonl_vocabulary, read_tsv_vocabulary
 from .errors import FormatError
+from .lines import text_lines
 from .locate import VOCABULARIES, data_file
 from .medic import read_medic
 from .records import Concept, Vocabulary
@@ -22,13 +23,12 @@ def detect_format(path: str | os.PathLike) -> str:
         return "jsonl"
     if name.endswith(".gz"):
         return "ctd"
-    header = []
-    with open_text(path) as handle:
-        for line in handle:
-            if line.strip():
-                header.append(line)
-            if len(header) > 50 or (line.strip() and not line.startswith("#")):
-                break
+    header, line_no = [], 0
+    for line_no, line in text_lines(path):  # noqa: B007  # the last line number is reported below
+        if line.strip():
+            header.append(line)
+        if len(header) > 50 or (line.strip() and not line.startswith("#")):
+            break
     first = header[-1] if header else ""
     if any("DiseaseID" in line for line in header) or first.count("\t") >= 7:
         return "ctd"
@@ -36,7 +36,7 @@ def detect_format(path: str | os.PathLike) -> str:
         return "tsv"
     if "||" in first:
         return "medic"
-    raise ValueError(f"{path}: cannot tell the vocabulary format; pass one of {', '.join(FORMATS)}")
+    raise FormatError(path, line_no or None, "format", f"cannot tell the vocabulary format; pass one of {', '.join(FORMATS)}")
 
 
 def load_vocabulary(

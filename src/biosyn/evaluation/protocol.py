@@ -37,6 +37,12 @@ class Benchmark:
     kept_unknown: int = 0
     sources: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        # Accuracy over no query is no figure at all: an empty or unscorable query file is a mistake.
+        if not self.queries:
+            raise ValueError(f"{self.name}: no query with gold IDs to evaluate ({self.dropped_no_gold} without gold IDs, "
+                             f"{self.dropped_unknown} with unknown IDs left out)")
+
     def describe(self) -> dict:
         return {
             "benchmark": self.name, "queries": len(self.queries), "dictionary_names": len(self.dictionary),

@@ -3,8 +3,9 @@
 Input is text given as arguments, or `--input`: a file, a folder of `.txt` files or a glob. Each
 file is read as JSONL (`.jsonl`: `{"id", "text", "mentions"?}` a line), PubTator (when its first
 line is `PMID|t|…`) or plain text (the whole file is one document, its ID the file's stem).
-Offsets count characters of the decoded text exactly as it is in the file (CRLF kept, a leading
-byte-order mark dropped).
+Files are read through `biosyn.data.lines` as every reader is (UTF-8 checked a line, a NUL
+character refused as binary data, gzip told by content). Offsets count characters of the
+decoded text exactly as it is in the file (CRLF kept, a leading byte-order mark dropped).
 
 A bad document (undecodable bytes, binary data, a broken JSONL line, PubTator with broken
 offsets, or one the models fail on) is skipped with a message naming the file and line; the
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import re
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +27,14 @@ from tqdm import tqdm
 
 from ..data.atomic import atomic_write
 from ..data.bioc import bioc_collection
-from ..data.errors import FormatError
-from ..data.pubtator import format_pubtator, parse_pubtator
+from ..data.errors import FormatError, SpanError
+from ..data.lines import first_line, parse_json_line, read_text, text_lines
+from ..data.pubtator import format_pubtator, is_text_line, parse_numbered
 from ..data.records import Document, Mention
 
 OUTPUT_FORMATS = ("pubtator", "bioc", "jsonl")
 INPUT_FORMATS = ("text", "pubtator", "jsonl")
 BATCH = 16  # documents per tagger and linker call
-_PUBTATOR_TITLE = re.compile(r"^[^|\t]+\|[ta]\|")
 
 
 @dataclass
@@ -68,18 +69,16 @@ def input_paths(spec: str) -> list[Path]:
 def read_sources(spec: str, input_format: str | None = None, *, find: bool = False) -> list[Source]:
     sources: list[Source] = []
     for path in input_paths(spec):
-        raw = path.read_bytes()
-        fmt = input_format or _sniff(path, raw)
-        if fmt == "jsonl":
-            sources += _read_jsonl(path, raw, find)
-        elif fmt == "pubtator":
-            sources += _read_pubtator(path, raw, find)
-        else:
-            try:
-                text = _decode(path, raw)
-                sources.append(Source(path.stem, Document(path.stem, text)))
-            except FormatError as error:
-                sources.append(Source(path.stem, None, error=str(error)))
+        try:
+            fmt = input_format or _sniff(path)
+            if fmt == "jsonl":
+                sources += _read_jsonl(path, find)
+            elif fmt == "pubtator":
+                sources += _read_pubtator(path, find)
+            else:
+                sources.append(Source(path.stem, Document(path.stem, read_text(path))))
+        except FormatError as error:  # undecodable text, or a damaged gzip stream: the whole file
+            sources.append(Source(path.stem, None, error=str(error)))
     return sources
 
 
@@ -87,34 +86,27 @@ def text_sources(texts: list[str]) -> list[Source]:
     return [Source(str(i), Document(str(i), text)) for i, text in enumerate(texts, start=1)]
 
 
-def _sniff(path: Path, raw: bytes) -> str:
+def _sniff(path: Path) -> str:
     if path.suffix.lower() == ".jsonl":
         return "jsonl"
-    first = next((line for line in raw[:4096].splitlines() if line.strip()), b"")
-    return "pubtator" if _PUBTATOR_TITLE.match(first.decode("utf-8", "replace")) else "text"
+    return "pubtator" if is_text_line(first_line(path)) else "text"
 
 
-def _decode(path: Path, raw: bytes, line: int | None = None) -> str:
-    """UTF-8 text, or a FormatError naming the line of the first bad byte (`line`: the chunk's own)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        where = line or raw.count(b"\n", 0, error.start) + 1
-        raise FormatError(path, where, "encoding", f"not UTF-8 text (byte 0x{raw[error.start]:02x})") from None
-    nul = text.find("\x00")
-    if nul >= 0:
-        raise FormatError(path, line or text.count("\n", 0, nul) + 1, "text", "binary data (a NUL character)")
-    return text.removeprefix("\ufeff")
+def _read_jsonl(path: Path, find: bool) -> list[Source]:
+    """One source a non-blank line; a bad line is a skipped source in its place."""
+    sources, errors = [], []
 
+    def bad_lines():  # lines text_lines left out, in their place
+        sources.extend(Source(f"{path.stem}:{e.line}", None, error=str(e)) for e in errors)
+        errors.clear()
 
-def _read_jsonl(path: Path, raw: bytes, find: bool) -> list[Source]:
-    sources = []
-    for line_no, chunk in enumerate(raw.split(b"\n"), start=1):
-        if not chunk.strip():
+    for line_no, line in text_lines(path, errors):
+        bad_lines()
+        if not line.strip():
             continue
         doc_id = f"{path.stem}:{line_no}"
         try:
-            record = json.loads(_decode(path, chunk, line_no))
+            record = parse_json_line(line, path, line_no)
             if not isinstance(record, dict):
                 raise FormatError(path, line_no, "record", "expected a JSON object")
             if "id" in record:
@@ -124,10 +116,9 @@ def _read_jsonl(path: Path, raw: bytes, find: bool) -> list[Source]:
                 raise FormatError(path, line_no, "text", "missing or not a string")
             spans = None if find or record.get("mentions") is None else _json_spans(record["mentions"], text, path, line_no)
             sources.append(Source(doc_id, Document(doc_id, text), spans, record=record))
-        except json.JSONDecodeError as error:
-            sources.append(Source(doc_id, None, error=str(FormatError(path, line_no, "json", str(error)))))
         except FormatError as error:
             sources.append(Source(doc_id, None, error=str(error)))
+    bad_lines()
     return sources
 
 
@@ -139,42 +130,31 @@ def _json_spans(mentions, text: str, path: Path, line_no: int) -> list[Mention]:
         start, end = (m.get("start"), m.get("end")) if isinstance(m, dict) else (None, None)
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
             raise FormatError(path, line_no, f"mentions[{i}]", "expected integer start and end")
-        spans.append(_span(text, start, end, m.get("type") or "Disease", path, line_no, f"mentions[{i}]"))
+        if not 0 <= start < end <= len(text):
+            raise SpanError(path, line_no, f"mentions[{i}]", f"span {start}-{end} is not inside the {len(text)}-character text")
+        if not text[start:end].strip():
+            raise SpanError(path, line_no, f"mentions[{i}]", f"span {start}-{end} is blank")
+        spans.append(Mention(start, end, text[start:end], str(m.get("type") or "Disease")))
     return spans
 
 
-def _span(text: str, start: int, end: int, mtype: str, path: Path, line_no: int, what: str) -> Mention:
-    if not 0 <= start < end <= len(text):
-        raise FormatError(path, line_no, what, f"span {start}-{end} is not inside the {len(text)}-character text")
-    if not text[start:end].strip():
-        raise FormatError(path, line_no, what, f"span {start}-{end} is blank")
-    return Mention(start, end, text[start:end], str(mtype))
+def _read_pubtator(path: Path, find: bool) -> list[Source]:
+    """Documents with the lines they came from, so that each error skips its own document only.
+    Spans are checked against the text unless the tagger is to find the mentions anyway."""
+    errors: list[FormatError] = []
+    at = {"line": 0, "text": "", "done": False}  # the last line the parser has read
 
-
-def _read_pubtator(path: Path, raw: bytes, find: bool) -> list[Source]:
-    """Documents with the lines they came from, so that each error skips its own document only."""
-    lines, errors = [], []
-    for line_no, chunk in enumerate(raw.split(b"\n"), start=1):
-        try:
-            lines.append(_decode(path, chunk, line_no))
-        except FormatError as error:
-            errors.append(error)
-            lines.append(chunk.decode("utf-8", "replace").replace("\x00", " "))
-    consumed = 0
-
-    def counted():
-        nonlocal consumed
-        for line in lines:
-            consumed += 1
-            yield line
+    def tracked():
+        for line_no, line in text_lines(path, errors):
+            at["line"], at["text"] = line_no, line
+            yield line_no, line
+        at["done"] = True
 
     sources, first = [], 1
-    for doc in parse_pubtator(counted(), source=str(path), skipped=errors):
-        # A document is yielded at the blank line after it, or at the next document's title line.
-        last = consumed if not lines[consumed - 1].strip() or consumed == len(lines) else consumed - 1
+    for doc in parse_numbered(tracked(), str(path), skipped=errors, check_text=not find):
+        # A document is yielded at the blank line after it, at the next document's title line, or at the end.
+        last = math.inf if at["done"] else at["line"] if not at["text"].strip() else at["line"] - 1
         mine = [e for e in errors if first <= e.line <= last]
-        if not mine and not find and doc.mentions:
-            mine = _pubtator_span_errors(path, doc, lines, first, last)
         if mine:
             sources.append(Source(doc.pmid, None, error="; ".join(str(e) for e in mine)))
         else:
@@ -184,22 +164,6 @@ def _read_pubtator(path: Path, raw: bytes, find: bool) -> list[Source]:
         if error.line >= first:  # after the last document: nothing to attach it to
             sources.append(Source(f"{path.name}:{error.line}", None, error=str(error)))
     return sources
-
-
-def _pubtator_span_errors(path: Path, doc: Document, lines: list[str], first: int, last: int) -> list[FormatError]:
-    """Spans outside the text, or whose text is not the text at their offsets."""
-    annotation_lines = [n for n in range(first, last + 1) if "\t" in lines[n - 1]
-                        and not (len(lines[n - 1].split("\t")) == 4 and not lines[n - 1].split("\t")[1].strip().isdigit())]
-    text, errors = doc.text, []
-    for m, line_no in zip(doc.mentions, annotation_lines):
-        try:
-            _span(text, m.start, m.end, m.type, path, line_no, "start/end")
-            if text[m.start:m.end].strip() != m.text:
-                raise FormatError(path, line_no, "start/end", f"span {m.start}-{m.end} is {text[m.start:m.end]!r} in "
-                                                              f"the text, but the line says {m.text!r}")
-        except FormatError as error:
-            errors.append(error)
-    return errors
 
 
 # -- annotating -----------------------------------------------------------------------------

@@ -1,17 +1,28 @@
-"""The `biosyn` command."""
+"""The `biosyn` command.
+
+Exit status: 0 on success; 2 when the command or its input is wrong (bad arguments, a malformed
+or unreadable input file, a path that is missing, of the wrong kind or not permitted, an index
+that is damaged or does not fit); 1 when the system fails under a correct command (a full or
+read-only disk, an I/O error, out of memory). Either way one line on standard error says why
+and names the file, without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
+from ..data.vocabularies import FORMATS as VOCABULARY_FORMATS
 from ..search.scoring import MODES
 from . import tagger_cli, training_cli
 from .annotate_files import add_annotate_parser, cmd_annotate
+from .normalize_files import FORMATS as FILE_FORMATS
 from .server.cli import add_serve_parser, cmd_serve
 
 log = logging.getLogger("biosyn")
@@ -72,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     idx_sub = idx.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     build = idx_sub.add_parser("build", help="build an index for a model and a vocabulary")
     build.add_argument("output", help="index folder to write")
+    build.add_argument("--force", action="store_true",
+                       help="write into OUTPUT even when it is a non-empty folder that is not an index (its content is deleted)")
     build.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file (MEDIC, CTD TSV, TSV, JSONL, BioSyn dictionary)")
-    build.add_argument("--vocabulary-format", choices=("medic", "ctd", "tsv", "jsonl", "biosyn-dict"))
+    build.add_argument("--vocabulary-format", choices=VOCABULARY_FORMATS)
     build.add_argument("--add-mentions", metavar="CORPUS:SPLITS", help="also index a corpus's annotated mentions, e.g. ncbi-disease:train,dev")
     build.add_argument("--approximate-kind", choices=("hnsw", "ivf"), help="add an approximate FAISS index")
     _model_options(build, index=False)
@@ -86,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     norm.add_argument("-k", type=int, default=5, help="candidates per mention (default 5)")
     norm.add_argument("--input", help="a file of mentions: .tsv (mention[, document text]), .jsonl ({\"mention\", \"text\"}) or PubTator")
     norm.add_argument("--output", help="where to write the file with IDs filled in (same format as --input)")
+    norm.add_argument("--format", choices=FILE_FORMATS,
+                      help="format of --input (default: by the name's .tsv or .jsonl, else by the first line's content)")
     norm.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file")
     norm.add_argument("--add-mentions", metavar="CORPUS:SPLITS", default=None,
                       help="also match a corpus's annotated mentions (default for MEDIC: ncbi-disease:train,dev when present)")
@@ -100,14 +115,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OS errors that mean the command named a wrong path, not that the system failed.
+_USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "port", None) is not None and not 0 <= args.port <= 65535:
+            raise ValueError(f"--port {args.port}: a port is a number from 0 to 65535")
         return COMMANDS[args.command](args)
-    except (FileNotFoundError, ValueError, PermissionError) as error:
-        print(f"biosyn: error: {error}", file=sys.stderr)
+    except (ValueError, RecursionError) + _USER_OS_ERRORS as error:
+        print(f"biosyn: error: {_describe(error)}", file=sys.stderr)
         return 2
+    except (OSError, MemoryError) as error:
+        print(f"biosyn: error: {_describe(error)}", file=sys.stderr)
+        return 1
+
+
+def _describe(error: BaseException) -> str:
+    """One line that names the file an OS error is about."""
+    if isinstance(error, RecursionError):
+        return f"input nested too deeply to read ({error})"
+    if isinstance(error, OSError) and error.filename is not None:
+        where = str(error.filename) + (f" -> {error.filename2}" if error.filename2 is not None else "")
+        return f"{where}: {error.strerror or errno.errorcode.get(error.errno, error)}"
+    return str(error) or type(error).__name__
 
 
 def cmd_data(args) -> int:
@@ -203,6 +237,7 @@ def cmd_index(args) -> int:
     from .loading import load_model
     from .vocabulary_setup import dictionary_for
 
+    check_index_target(args.output, force=args.force)
     model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16)
     vocabulary, dictionary = dictionary_for(args.vocabulary, args.vocabulary_format, args.add_mentions, args.data_dir)
     started = time.perf_counter()
@@ -216,6 +251,19 @@ def cmd_index(args) -> int:
     return 0
 
 
+def check_index_target(output: str, *, force: bool) -> None:
+    """`index build` replaces OUTPUT whole: refuse a file, or a non-empty folder that is not an
+    index (its content would be deleted), unless forced."""
+    from ..search.index import MANIFEST
+
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(errno.EEXIST, "exists and is not a folder; an index is a folder", str(path))
+    if path.is_dir() and not (path / MANIFEST).is_file() and any(path.iterdir()) and not force:
+        raise FileExistsError(errno.EEXIST, "is a non-empty folder that is not a biosyn index; building would delete "
+                                            "its content (pass --force to do so, or choose another folder)", str(path))
+
+
 def cmd_normalize(args) -> int:
     from .loading import load_linker
     from .normalize_files import normalize_file, print_results
@@ -225,7 +273,8 @@ def cmd_normalize(args) -> int:
     model = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, add_mentions=args.add_mentions,
                         data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16)
     if args.input:
-        written, skipped = normalize_file(model, args.input, args.output, k=args.k, mode=args.mode, approximate=args.approximate)
+        written, skipped = normalize_file(model, args.input, args.output, k=args.k, mode=args.mode, approximate=args.approximate,
+                                          format=args.format)
         print(f"normalised {written} mentions into {args.output or 'standard output'}" + (f"; skipped {skipped} bad records" if skipped else ""),
               file=sys.stderr)
     if args.mentions:

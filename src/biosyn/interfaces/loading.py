@@ -2,7 +2,8 @@
 
 Model specs are resolved by `biosyn.model.specs.load_model` (re-exported here). An index built here is cached under
 `$BIOSYN_CACHE/indexes` (default `~/.cache/biosyn/indexes`), keyed by the model, vocabulary
-and dictionary, so only the first run pays for embedding the vocabulary.
+and dictionary, so only the first run pays for embedding the vocabulary. A damaged cached index
+is rebuilt with a warning; a cache that cannot be written only costs the next run a rebuild.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def default_tagger_spec() -> str:
                             f"(about 20 min on 2 cores), or name one with --tagger or ${ENV_TAGGER}")
 
 
-def load_tagger(spec: str | None = None, **hub_kwargs):
-    """A tagger folder or hub id; default: $BIOSYN_TAGGER, else the trained runs/ncbi-disease/tagger."""
+def load_tagger(spec: str | None = None, options: dict | None = None, **hub_kwargs):
+    """A tagger folder or hub id; default: $BIOSYN_TAGGER, else the trained runs/ncbi-disease/tagger.
+    `options` override its saved `TaggerOptions` (window, propagation, int8)."""
     from ..model.biosyn import _local_or_download
     from ..ner.tagger import DiseaseTagger
 
@@ -47,7 +49,7 @@ def load_tagger(spec: str | None = None, **hub_kwargs):
     except Exception as error:  # the hub's errors (offline, no such repo, a bad id) all mean the same here
         raise FileNotFoundError(f"tagger {spec!r} is neither a folder here nor a hub model that could be "
                                 f"downloaded ({type(error).__name__}: {error})") from error
-    tagger = DiseaseTagger.from_pretrained(folder)
+    tagger = DiseaseTagger.from_pretrained(folder, **(options or {}))
     tagger.spec = spec  # type: ignore[attr-defined]  # what the user named; DiseaseTagger should declare it
     return tagger
 
@@ -97,5 +99,8 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
             log.warning("rebuilding cached index %s: %s", path, error)
     index = model.build_index(dictionary, vocabulary, progress=progress)
     if cache:
-        index.save(path)
+        try:
+            index.save(path)
+        except OSError as error:  # read-only or full cache: the index in memory serves all the same
+            log.warning("could not cache the index at %s (%s); going on without the cache", path, error.strerror or error)
     return index

@@ -1,21 +1,29 @@
-"""`biosyn normalize --input/--output`: TSV, JSONL and PubTator files in, the same with IDs out."""
+"""`biosyn normalize --input/--output`: TSV, JSONL and PubTator files in, the same with IDs out.
+
+The input's format is `--format` when given; else `.tsv` and `.jsonl` names decide; else the
+first non-blank line does: `{` starts JSONL, `PMID|t|` or `PMID|a|` starts PubTator, anything
+else is TSV (so a TSV named `.txt` is read as one). Bad records are skipped and counted; a file
+in which no record could be read is an error, and no output is written.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from ..data.atomic import atomic_write
 from ..data.errors import FormatError
 from ..data.ids import NO_CONCEPT
-from ..data.pubtator import format_pubtator, read_pubtator
+from ..data.lines import first_line, parse_json_line, text_lines
+from ..data.pubtator import format_pubtator, is_text_line, read_pubtator
 from ..data.records import Document, Mention
 
 BATCH = 256
+FORMATS = ("tsv", "jsonl", "pubtator")
 
 
 def detect_format(path: str) -> str:
@@ -24,7 +32,10 @@ def detect_format(path: str) -> str:
         return "jsonl"
     if name.endswith(".tsv"):
         return "tsv"
-    return "pubtator"
+    line = first_line(path)
+    if line.lstrip().startswith("{"):
+        return "jsonl"
+    return "pubtator" if is_text_line(line) else "tsv"
 
 
 def candidate_json(c) -> dict:
@@ -65,39 +76,41 @@ def print_results(results, *, as_json: bool = False, out=None) -> None:
 def _read_records(path: str, fmt: str, skipped: list[FormatError]) -> list[tuple[str, str | None, Any]]:
     """(mention, document text, original record) for every good record; bad ones go to `skipped`."""
     records: list[tuple[str, str | None, Any]] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
+    for line_no, line in text_lines(path, skipped):
+        if not line.strip():
+            continue
+        if fmt == "tsv":
+            fields = line.split("\t")
+            if line_no == 1 and fields[0].lower() == "mention":
                 continue
-            if fmt == "tsv":
-                fields = line.split("\t")
-                if line_no == 1 and fields[0].lower() == "mention":
-                    continue
-                if not fields[0].strip():
-                    skipped.append(FormatError(path, line_no, "mention", "empty"))
-                    continue
-                records.append((fields[0].strip(), fields[1] if len(fields) > 1 and fields[1].strip() else None, fields))
-            else:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    skipped.append(FormatError(path, line_no, "json", str(error)))
-                    continue
-                mention = record.get("mention") if isinstance(record, dict) else None
-                if not isinstance(mention, str) or not mention.strip():
-                    skipped.append(FormatError(path, line_no, "mention", "missing or empty"))
-                    continue
-                text = record.get("text")
-                records.append((mention.strip(), text if isinstance(text, str) else None, record))
+            if not fields[0].strip():
+                skipped.append(FormatError(path, line_no, "mention", "empty"))
+                continue
+            records.append((fields[0].strip(), fields[1] if len(fields) > 1 and fields[1].strip() else None, fields))
+        else:
+            try:
+                record = parse_json_line(line, path, line_no)
+            except FormatError as error:
+                skipped.append(error)
+                continue
+            mention = record.get("mention") if isinstance(record, dict) else None
+            if not isinstance(mention, str) or not mention.strip():
+                skipped.append(FormatError(path, line_no, "mention", "missing or empty"))
+                continue
+            text = record.get("text")
+            records.append((mention.strip(), text if isinstance(text, str) else None, record))
     return records
 
 
 def normalize_file(model, path: str, output: str | None, *, k: int = 5, mode: str | None = None,
-                   approximate: bool = False) -> tuple[int, int]:
-    """Normalises every mention of the file; returns (mentions written, bad records skipped)."""
-    fmt = detect_format(path)
+                   approximate: bool = False, format: str | None = None) -> tuple[int, int]:
+    """Normalises every mention of the file; returns (mentions written, bad records skipped).
+
+    Raises FormatError when no record could be read: every one was skipped, or there were none
+    (a PubTator file of documents without mentions is passed through)."""
+    fmt = format or detect_format(path)
     skipped: list[FormatError] = []
+    docs: list[Document] = []
     if fmt == "pubtator":
         docs = read_pubtator(path, skipped=skipped)
         records = [(m.text, d.text, (d, i)) for d in docs for i, m in enumerate(d.mentions)]
@@ -105,13 +118,17 @@ def normalize_file(model, path: str, output: str | None, *, k: int = 5, mode: st
         records = _read_records(path, fmt, skipped)
     for error in skipped:
         print(f"skipped: {error}", file=sys.stderr)
+    if not records and (skipped or not docs):
+        found = f"all {len(skipped)} records were bad" if skipped else "it holds none"
+        raise FormatError(path, None, None, f"no mention to normalise: {found} (read as {fmt}; "
+                                            f"pass --format {'|'.join(FORMATS)} if that is wrong)")
     results = []
     with tqdm(total=len(records), unit="mentions", desc="normalising", file=sys.stderr, disable=None) as bar:
         for start in range(0, len(records), BATCH):
             batch = records[start:start + BATCH]
             results += model.normalize([r[0] for r in batch], k=k, mode=mode, texts=[r[1] for r in batch], approximate=approximate)
             bar.update(len(batch))
-    lines = _render(fmt, records, results, docs if fmt == "pubtator" else None)
+    lines = _render(fmt, records, results, docs)
     if output:
         with atomic_write(output) as out:
             out.write(lines)

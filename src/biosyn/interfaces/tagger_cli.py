@@ -45,7 +45,11 @@ def add_parsers(sub) -> None:
     ev.add_argument("--tagger", help=f"tagger folder (default: $BIOSYN_TAGGER, else {DEFAULT_TAGGER})")
     ev.add_argument("--corpus", default="ncbi-disease", choices=sorted(CORPORA))
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
-    ev.add_argument("--no-propagate", action="store_true", help="no document-level propagation of tagged strings")
+    ev.add_argument("--propagate", action=argparse.BooleanOptionalAction,
+                    help="document-level propagation of tagged strings (default: as the tagger was saved)")
+    ev.add_argument("--window", type=int, help="tokens per window (default: as saved)")
+    ev.add_argument("--overlap", type=int, help="tokens shared by neighbouring windows (default: as saved)")
+    ev.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the tagger (CPU)")
     ev.add_argument("--ner-only", action="store_true", help="score the tagger alone (no linker)")
     ev.add_argument("--predictions", help="write the annotated documents here (PubTator)")
     ev.add_argument("--from-predictions", help="score this PubTator file of annotated documents instead of running the models")
@@ -59,6 +63,12 @@ def add_parsers(sub) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="data folder (default: $BIOSYN_DATA_DIR, else the `biosyn data fetch` cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def tagger_overrides(args) -> dict:
+    """The TaggerOptions that command-line flags set (unset flags keep the saved options)."""
+    given = {"max_length": args.window, "overlap": args.overlap, "propagate": args.propagate, "int8": args.int8 or None}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def read_split(corpus: str, split: str, data_dir=None):
@@ -136,9 +146,7 @@ def cmd_evaluate(args) -> int:
         from .loading import attach_index, load_model, load_tagger
         from ..annotation.annotator import Annotator
 
-        tagger = load_tagger(args.tagger)
-        if args.no_propagate:
-            tagger.options.propagate = False
+        tagger = load_tagger(args.tagger, tagger_overrides(args))
         blank = [Document(d.pmid, d.title, d.abstract) for d in gold]
         if args.ner_only:
             started = time.perf_counter()
@@ -154,7 +162,7 @@ def cmd_evaluate(args) -> int:
             gold_linked = Annotator(None, linker, mode=args.mode).annotate_documents(gold, find=False)
             report["gold_spans"] = {"mention": mention_concept_scores(gold, gold_linked, resolve).as_dict()}
             report["model"] = linker.spec
-        report["tagger"] = str(args.tagger or "default")
+        report["tagger"] = {"spec": tagger.spec, "options": vars(tagger.options)}
     report["ner"] = span_scores(gold, found).as_dict()
     report["ner_recall_by_type"] = _recall_by_type(gold, found)
     if not args.ner_only:

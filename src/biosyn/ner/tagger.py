@@ -12,6 +12,7 @@ log-probabilities, then (optionally) document-level propagation (`propagation.py
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import asdict, dataclass, fields
@@ -42,6 +43,7 @@ class TaggerOptions:
     batch_size: int = 32  # windows per forward pass
     propagate: bool = False  # a string tagged once is tagged wherever it recurs in the document
     abbreviations: bool = True  # ... and so is the short form (Ab3P) of a tagged long form
+    int8: bool = False  # dynamic int8 quantisation of the linear layers for CPU inference
 
     @property
     def body(self) -> int:
@@ -64,6 +66,8 @@ class DiseaseTagger:
         self.tokenizer = tokenizer
         self.options = options or TaggerOptions()
         self.metadata = dict(metadata or {})  # training data, figures: what the model card states
+        self.spec = ""  # what the user named it by (a folder, a hub id)
+        self._int8_model: PreTrainedModel | None = None  # built from `model` at the first int8 call
         if self.options.max_length > model.config.max_position_embeddings:
             raise ValueError(f"max_length {self.options.max_length} is over the encoder's "
                              f"{model.config.max_position_embeddings} positions")
@@ -109,6 +113,21 @@ class DiseaseTagger:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def inference_model(self) -> PreTrainedModel:
+        """The model that tags: `model`, or its int8 copy on CPU when the options ask for one. The copy is
+        made once, so train before switching int8 on."""
+        if not (self.options.int8 and self.device.type == "cpu"):
+            return self.model
+        if self._int8_model is None:
+            import warnings
+
+            from torch.ao.quantization import quantize_dynamic
+
+            with warnings.catch_warnings():  # torch announces the API's move to torchao; it still works
+                warnings.simplefilter("ignore")
+                self._int8_model = quantize_dynamic(copy.deepcopy(self.model).eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        return self._int8_model
+
     # -- tagging ---------------------------------------------------------------------------
 
     def word_log_probs(self, texts: Sequence[str], *, progress: bool = False) -> list[tuple[TokenizedText, np.ndarray]]:
@@ -118,7 +137,8 @@ class DiseaseTagger:
         jobs = [(d, *w) for d, t in enumerate(tokenized) if len(t) for w in windows(len(t), self.options.body, self.options.overlap)]
         jobs.sort(key=lambda j: j[2] - j[1])  # similar lengths share a batch: little padding
         cls_id, sep_id, pad_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id, self.tokenizer.pad_token_id
-        self.model.eval()
+        model = self.inference_model()
+        model.eval()
         with torch.inference_mode(), tqdm(total=len(jobs), unit="windows", disable=not progress) as bar:
             for b in range(0, len(jobs), self.options.batch_size):
                 batch = jobs[b:b + self.options.batch_size]
@@ -128,7 +148,7 @@ class DiseaseTagger:
                 for row, (d, s, e, _, _) in enumerate(batch):
                     ids[row, :e - s + 2] = [cls_id, *tokenized[d].input_ids[s:e], sep_id]
                     mask[row, :e - s + 2] = 1
-                logits = self.model(input_ids=torch.from_numpy(ids).to(self.device),
+                logits = model(input_ids=torch.from_numpy(ids).to(self.device),
                                     attention_mask=torch.from_numpy(mask).to(self.device)).logits
                 lp = torch.log_softmax(logits.float(), -1).cpu().numpy()
                 for row, (d, s, _, own_s, own_e) in enumerate(batch):

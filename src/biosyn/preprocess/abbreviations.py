@@ -50,6 +50,8 @@ def _quiet_native_stderr():
 def find_abbreviations(text: str) -> dict[str, str]:
     """Short form -> long form pairs that Ab3P finds in ``text`` (later pairs win)."""
     global _ab3p
+    # pybind11 cannot hand a lone surrogate to C++; a "?" in its place changes no pair around it.
+    text = text.encode("utf-8", "replace").decode("utf-8")
     with _lock:
         if _ab3p is None:
             _ab3p = pyab3p.Ab3p()

@@ -23,6 +23,7 @@ import string
 from collections.abc import Mapping
 
 from biosyn.data.errors import FormatError
+from biosyn.data.lines import text_lines
 
 _PUNCT_OR_SPACE = re.compile(rf"[\s{re.escape(string.punctuation)}]+")
 
@@ -51,18 +52,17 @@ def normalize_text(s: str, fixes: Mapping[str, str] | None = None) -> str:
 def load_spelling_fixes(path: str | os.PathLike) -> dict[str, str]:
     """Read ``typo||fix`` lines (e.g. BioSyn's ``ncbi-spell-check.txt``); later lines win."""
     fixes: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, raw in enumerate(f, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            parts = line.split("||")
-            if len(parts) != 2:
-                raise FormatError(path, line_no, "line", f"expected 'typo||fix', got {line!r}")
-            typo, fix = parts[0].strip(), parts[1].strip()
-            if not typo or len(typo.split()) != 1:
-                raise FormatError(path, line_no, "typo", f"must be a single token, got {typo!r}")
-            if not fix:
-                raise FormatError(path, line_no, "fix", "is empty")
-            fixes[typo] = fix
+    for line_no, raw in text_lines(path):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.split("||")
+        if len(parts) != 2:
+            raise FormatError(path, line_no, "line", f"expected 'typo||fix', got {line!r}")
+        typo, fix = parts[0].strip(), parts[1].strip()
+        if not typo or len(typo.split()) != 1:
+            raise FormatError(path, line_no, "typo", f"must be a single token, got {typo!r}")
+        if not fix:
+            raise FormatError(path, line_no, "fix", "is empty")
+        fixes[typo] = fix
     return fixes

@@ -6,6 +6,11 @@ FAISS index over them), and `manifest.json`, which binds it to the model and voc
 made it. Arrays are `.npy` files, memory-mapped on load so start-up costs little; nothing is
 unpickled. A build writes into a temporary folder and renames it into place, so an
 interrupted build never leaves a half index that loads.
+
+The manifest holds the SHA-256 of every other file. Loading checks them (`verify=True`, the
+default; on the 73k-name MEDIC index it costs what docs/results.md states) and, always, the
+arrays' dtypes, shapes, the monotone `indptr` and the column bounds, so a damaged file is a
+`CorruptIndexError` naming it, never a crash or silently wrong scores.
 """
 
 from __future__ import annotations
@@ -21,18 +26,34 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..data.atomic import atomic_dir, atomic_write
+from ..data.errors import FormatError
+from ..data.lines import json_lines
 from ..data.records import Concept, Dictionary
 from ..encoders.sparse import SparseEncoder
 from .exact import as_csr32, batched_topk, sparse_scores
 from .scoring import check_mode, hybrid
 
 FORMAT = "biosyn.index"
-VERSION = 1
+VERSION = 2  # 2: the manifest lists every file's checksum
 MANIFEST = "manifest.json"
+SPARSE_PARTS = {"data": np.float32, "indices": np.int32, "indptr": np.int32}
 
 
 class IndexMismatchError(ValueError):
     """An index used with a model or vocabulary other than the ones it was built with."""
+
+
+class CorruptIndexError(FormatError):
+    """A damaged or incomplete index file; the message names it. A cached index is rebuilt."""
+
+
+def file_checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under `folder` but the manifest, by path relative to it."""
+    out = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        with open(file, "rb") as handle:
+            out[file.relative_to(folder).as_posix()] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return out
 
 
 def fingerprint_dictionary(names: Sequence[str], ids: Sequence[Sequence[str]]) -> str:
@@ -131,6 +152,7 @@ class NameIndex:
                 import faiss
 
                 faiss.write_index(self._faiss, str(tmp / "dense.faiss"))
+            self.manifest["checksums"] = file_checksums(tmp)
             # The manifest goes last: a folder without it is never taken for an index.
             with atomic_write(tmp / MANIFEST) as out:
                 json.dump(self.manifest, out, indent=1)
@@ -138,38 +160,44 @@ class NameIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, mmap: bool = True) -> NameIndex:
+    def load(cls, path: str | os.PathLike, *, mmap: bool = True, verify: bool = True) -> NameIndex:
+        """Loads a saved index. `verify=False` skips the checksums (the structural checks stay)."""
         path = Path(path)
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{path}: not a biosyn index (no {MANIFEST}; an interrupted build leaves none)")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise IndexMismatchError(f"{manifest_path}: not a {FORMAT} version {VERSION} manifest")
-        names, ids = [], []
-        with open(path / "dictionary.jsonl", encoding="utf-8") as handle:
-            for line in handle:
-                name, cids = json.loads(line)
-                names.append(name)
-                ids.append(tuple(cids))
-        concepts = {}
-        with open(path / "concepts.jsonl", encoding="utf-8") as handle:
-            for line in handle:
-                r = json.loads(line)
-                concepts[r["id"]] = Concept(r["id"], r["name"], tuple(r["alt_ids"]), tuple(r["synonyms"]))
-        mode = "r" if mmap else None
-        load = lambda name: np.load(path / name, mmap_mode=mode, allow_pickle=False)  # noqa: E731
-        sparse_encoder = SparseEncoder.load(path / "sparse_encoder")
-        sparse = sp.csr_matrix((load("sparse_data.npy"), load("sparse_indices.npy"), load("sparse_indptr.npy")),
-                               shape=(len(names), len(sparse_encoder.vocabulary) or 1))
-        dense = load("dense.npy") if (path / "dense.npy").exists() else None
-        index = cls(names, ids, sparse_encoder, sparse, dense, concepts, manifest, path)
-        if (path / "dense.faiss").exists():
-            import faiss
-
-            index._faiss = faiss.read_index(str(path / "dense.faiss"))
-        if index.manifest.get("dictionary_fingerprint") != fingerprint_dictionary(names, ids):
+        manifest = _read_manifest(manifest_path)
+        files = ["dictionary.jsonl", "concepts.jsonl", *(f"sparse_{part}.npy" for part in SPARSE_PARTS)]
+        files += [f for f in ("dense.npy", "dense.faiss") if (path / f).exists()]
+        if verify:
+            _verify_checksums(path, manifest["checksums"], files)
+        names, ids = _read_dictionary(path / "dictionary.jsonl")
+        if manifest.get("names") != len(names):
+            raise CorruptIndexError(path / "dictionary.jsonl", None, None,
+                                    f"holds {len(names)} names, the manifest {manifest.get('names')}")
+        if manifest.get("dictionary_fingerprint") != fingerprint_dictionary(names, ids):
             raise IndexMismatchError(f"{path}: dictionary.jsonl does not match the manifest's fingerprint")
+        concepts = _read_concepts(path / "concepts.jsonl")
+        try:
+            sparse_encoder = SparseEncoder.load(path / "sparse_encoder")
+        except FormatError as error:
+            raise CorruptIndexError(error.path, error.line, error.field, error.message) from None
+        except FileNotFoundError as error:
+            raise CorruptIndexError(path / "sparse_encoder", None, None, str(error)) from None
+        mode = "r" if mmap else None
+        load = lambda name: _load_array(path / name, mode)  # noqa: E731
+        n_columns = len(sparse_encoder.vocabulary) or 1
+        parts = {part: load(f"sparse_{part}.npy") for part in SPARSE_PARTS}
+        _check_sparse(path, parts, len(names), n_columns)
+        sparse = sp.csr_matrix((parts["data"], parts["indices"], parts["indptr"]), shape=(len(names), n_columns))
+        dense = load("dense.npy") if "dense.npy" in files else None
+        if dense is not None:
+            _check_array(path / "dense.npy", dense, np.float32, (len(names), manifest.get("dense_dim")))
+        elif manifest.get("dense_dim") is not None:
+            raise CorruptIndexError(path / "dense.npy", None, None, "missing, though the manifest has dense embeddings")
+        index = cls(names, ids, sparse_encoder, sparse, dense, concepts, manifest, path)
+        if "dense.faiss" in files:
+            index._faiss = _read_faiss(path / "dense.faiss", len(names), manifest.get("dense_dim"))
         return index
 
     def check_model(self, model_fingerprint: str | None, sparse_encoder: SparseEncoder | None = None) -> None:
@@ -305,3 +333,111 @@ def sparse_fingerprint(encoder: SparseEncoder) -> str:
     digest = hashlib.sha256(json.dumps([encoder.ngram_range, sorted(encoder.vocabulary.items())]).encode())
     digest.update(np.asarray(encoder.idf, dtype=np.float64).tobytes())
     return digest.hexdigest()[:16]
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"), parse_constant=lambda name: None)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise CorruptIndexError(path, None, None, f"not a JSON manifest ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CorruptIndexError(path, None, "format", f"not a {FORMAT} manifest")
+    if manifest.get("version") != VERSION:
+        raise IndexMismatchError(f"{path}: a {FORMAT} of version {manifest.get('version')}, not {VERSION}; "
+                                 "rebuild it with `biosyn index build`")
+    checksums = manifest.get("checksums")
+    if not isinstance(checksums, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in checksums.items()):
+        raise CorruptIndexError(path, None, "checksums", "missing or not a mapping of file names to SHA-256 digests")
+    if not isinstance(manifest.get("names"), int) or not isinstance(manifest.get("aliases", {}), dict):
+        raise CorruptIndexError(path, None, "names/aliases", "missing or of the wrong type")
+    dim = manifest.get("dense_dim")
+    if dim is not None and (type(dim) is not int or dim < 1):
+        raise CorruptIndexError(path, None, "dense_dim", f"expected a positive integer, got {dim!r}")
+    return manifest
+
+
+def _verify_checksums(folder: Path, checksums: dict[str, str], needed: list[str]) -> None:
+    for name in needed:
+        if name not in checksums:
+            raise CorruptIndexError(folder / name, None, None, f"has no checksum in {MANIFEST}")
+    for name, digest in checksums.items():
+        file = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CorruptIndexError(folder / MANIFEST, None, "checksums", f"file name {name!r} outside the index")
+        try:
+            with open(file, "rb") as handle:
+                actual = hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError as error:
+            raise CorruptIndexError(file, None, None, f"unreadable ({error.strerror or error})") from None
+        if actual != digest:
+            raise CorruptIndexError(file, None, None, f"content does not match its checksum in {MANIFEST}: the file is damaged")
+
+
+def _jsonl(path: Path, valid, expected: str) -> list:
+    """Each line's JSON value; a value that is not `valid`, or any other problem, names the line."""
+    try:
+        values = json_lines(path)
+    except FormatError as error:
+        raise CorruptIndexError(error.path, error.line, error.field, error.message) from None
+    except OSError as error:
+        raise CorruptIndexError(path, None, None, f"unreadable ({error.strerror or error})") from None
+    if not all(map(valid, values)):
+        line = next(n for n, v in enumerate(values, start=1) if not valid(v))
+        raise CorruptIndexError(path, line, None, f"expected {expected}")
+    return values
+
+
+def _strings(value) -> bool:
+    return type(value) is list and all(type(v) is str for v in value)
+
+
+def _read_dictionary(path: Path) -> tuple[list[str], list[tuple[str, ...]]]:
+    valid = lambda e: type(e) is list and len(e) == 2 and type(e[0]) is str and _strings(e[1])  # noqa: E731
+    entries = _jsonl(path, valid, "[name, [id, ...]]")
+    return [name for name, _ in entries], [tuple(ids) for _, ids in entries]
+
+
+def _read_concepts(path: Path) -> dict[str, Concept]:
+    valid = lambda r: (type(r) is dict and type(r.get("id")) is str and type(r.get("name")) is str  # noqa: E731
+                       and _strings(r.get("alt_ids")) and _strings(r.get("synonyms")))
+    records = _jsonl(path, valid, "{id, name, alt_ids: [...], synonyms: [...]}")
+    return {r["id"]: Concept(r["id"], r["name"], tuple(r["alt_ids"]), tuple(r["synonyms"])) for r in records}
+
+
+def _load_array(path: Path, mmap_mode: str | None) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise CorruptIndexError(path, None, None, f"not a readable .npy array ({error})") from None
+
+
+def _check_array(path: Path, array: np.ndarray, dtype, shape: tuple) -> None:
+    if array.dtype != dtype or array.shape != shape:
+        raise CorruptIndexError(path, None, None, f"expected {np.dtype(dtype)} of shape {shape}, found {array.dtype} {array.shape}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise CorruptIndexError(path, None, None, "holds values that are not finite")
+
+
+def _check_sparse(folder: Path, parts: dict[str, np.ndarray], n_rows: int, n_columns: int) -> None:
+    """What scipy and the search kernels take on trust: out-of-range values crash them."""
+    data, indices, indptr = parts["data"], parts["indices"], parts["indptr"]
+    nnz = len(indices) if indices.ndim == 1 else -1
+    _check_array(folder / "sparse_indices.npy", indices, np.int32, (nnz,))
+    _check_array(folder / "sparse_data.npy", data, np.float32, (nnz,))
+    _check_array(folder / "sparse_indptr.npy", indptr, np.int32, (n_rows + 1,))
+    if indptr[0] != 0 or indptr[-1] != nnz or np.any(np.diff(indptr) < 0):
+        raise CorruptIndexError(folder / "sparse_indptr.npy", None, None, f"row pointers do not rise from 0 to {nnz}")
+    if nnz and (int(indices.min()) < 0 or int(indices.max()) >= n_columns):
+        raise CorruptIndexError(folder / "sparse_indices.npy", None, None, f"column numbers outside 0..{n_columns - 1}")
+
+
+def _read_faiss(path: Path, n_rows: int, dim: int | None):
+    import faiss
+
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as error:
+        raise CorruptIndexError(path, None, None, f"not a readable FAISS index ({str(error).splitlines()[0]})") from None
+    if index.ntotal != n_rows or index.d != dim:
+        raise CorruptIndexError(path, None, None, f"holds {index.ntotal} vectors of {index.d} dimensions, not {n_rows} of {dim}")
+    return index

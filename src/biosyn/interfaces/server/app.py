@@ -28,12 +28,12 @@ from typing import Annotated, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException
 
 from ...annotation.annotator import LinkedMention, linked_document
 from ...data.bioc import bioc_collection
-from ...data.errors import FormatError
+from ...data.errors import FormatError, SpanError
 from ...data.ids import normalize_id
 from ...data.pubtator import format_pubtator, parse_pubtator
 from ...data.records import Document, Mention
@@ -119,7 +119,8 @@ Text = Annotated[str, AfterValidator(_unicode)]
 class NormalizeRequest(BaseModel):
     mentions: list[Text] = Field(description="mentions to normalise, e.g. [\"breast and ovarian cancer\", \"HNPCC\"]")
     text: Text | None = Field(None, description="the document the mentions come from; its abbreviations are resolved")
-    k: int = Field(5, ge=1, description="candidates per mention part")
+    # Strict: JSON `true` or `2.5` is not a count (a lax int reads `true` as 1).
+    k: StrictInt = Field(5, ge=1, description="candidates per mention part")
     mode: Mode | None = Field(None, description="scoring; default: hybrid when the model has an encoder, else sparse")
 
 
@@ -147,8 +148,8 @@ class NormalizeResponse(BaseModel):
 
 
 class SpanIn(BaseModel):
-    start: int = Field(ge=0)
-    end: int = Field(ge=0)
+    start: StrictInt = Field(ge=0)
+    end: StrictInt = Field(ge=0)
     type: Annotated[Text, AfterValidator(_one_line)] = "Disease"
 
 
@@ -683,16 +684,14 @@ def _public(name: str | None) -> str | None:
 
 
 def _pubtator_documents(text: str) -> list[Document]:
+    """Documents with spans checked as `read_pubtator` checks them; a span error is `bad_span`,
+    any other malformed line `bad_pubtator`."""
     errors: list[FormatError] = []
     # Lines as a file read gives them: split at line ends only, not at U+2028 or a form feed as str.splitlines does.
-    docs = list(parse_pubtator(io.StringIO(text, newline=None), source="pubtator", skipped=errors))
+    docs = list(parse_pubtator(io.StringIO(text, newline=None), source="pubtator", skipped=errors, check_text=True))
     if errors:
-        raise ApiError(422, "bad_pubtator", "; ".join(str(e) for e in errors[:5]))
-    for d in docs:
-        for m in d.mentions:
-            if m.end > len(d.text):
-                raise ApiError(422, "bad_span", f"document {d.pmid!r}: span {m.start}-{m.end} is past the end of its "
-                                                f"{len(d.text)}-character text")
+        code = "bad_span" if all(isinstance(e, SpanError) for e in errors) else "bad_pubtator"
+        raise ApiError(422, code, "; ".join(str(e) for e in errors[:5]))
     return docs
 
 
