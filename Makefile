@@ -23,7 +23,11 @@ run: setup
 	$(VENV)/bin/biosyn evaluate --corpus ncbi-disease --split test --bf16
 	$(VENV)/bin/biosyn normalize --bf16 -k 3 "hereditary breast and ovarian cancer" "Wilson disease" "colon cancers"
 
+# Lint and types first (fast, and they name the line), then the tests; the import-layer
+# contract runs inside pytest (tests/test_layers.py).
 test: setup
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q
 
 clean:

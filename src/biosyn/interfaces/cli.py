@@ -140,7 +140,7 @@ def _describe(error: BaseException) -> str:
         return f"input nested too deeply to read ({error})"
     if isinstance(error, OSError) and error.filename is not None:
         where = str(error.filename) + (f" -> {error.filename2}" if error.filename2 is not None else "")
-        return f"{where}: {error.strerror or errno.errorcode.get(error.errno, error)}"
+        return f"{where}: {error.strerror or errno.errorcode.get(error.errno or 0, str(error))}"
     return str(error) or type(error).__name__
 
 

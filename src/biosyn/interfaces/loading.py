@@ -50,7 +50,7 @@ def load_tagger(spec: str | None = None, options: dict | None = None, **hub_kwar
         raise FileNotFoundError(f"tagger {spec!r} is neither a folder here nor a hub model that could be "
                                 f"downloaded ({type(error).__name__}: {error})") from error
     tagger = DiseaseTagger.from_pretrained(folder, **(options or {}))
-    tagger.spec = spec  # type: ignore[attr-defined]  # what the user named; DiseaseTagger should declare it
+    tagger.spec = spec
     return tagger
 
 

@@ -111,6 +111,7 @@ def normalize_file(model, path: str, output: str | None, *, k: int = 5, mode: st
     fmt = format or detect_format(path)
     skipped: list[FormatError] = []
     docs: list[Document] = []
+    records: list[tuple[str, str | None, Any]]
     if fmt == "pubtator":
         docs = read_pubtator(path, skipped=skipped)
         records = [(m.text, d.text, (d, i)) for d in docs for i, m in enumerate(d.mentions)]
