@@ -6,7 +6,8 @@
 (`dot`, BioSyn's choice) or unit length with the query side multiplied by `scale` (`cosine`).
 `sparse` is the TF-IDF cosine. Preparing the vectors once, apart from the product, is what lets
 an index store the names' vectors and a FAISS inner-product index search them; so both forms
-below split the score into `vectors` (prepare) and `dense`/`hybrid` (combine).
+below split the score into preparing (`vectors`, `vectors_torch`) and combining
+(`dense_torch`, or the index's inner products, then `hybrid`).
 
 It lives in the search layer, the lowest one that scores, so that the index, the model and the
 trainer all import it. Modes and similarities are defined here once; the CLI's `choices` and
@@ -81,10 +82,6 @@ class Scorer:
             if queries:
                 vectors = vectors * np.float32(self.scale)
         return vectors
-
-    def dense(self, queries, names) -> np.ndarray:
-        """Dense scores [n_queries, n_names] of raw pooled vectors."""
-        return self.vectors(queries, queries=True) @ self.vectors(names).T
 
     # -- torch: training -------------------------------------------------------------------
 
