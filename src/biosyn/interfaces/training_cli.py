@@ -140,6 +140,8 @@ def _command_line() -> str:
 def cmd_train(args) -> int:
     from ..evaluation.protocol import load_benchmark
     from ..model.biosyn import BioSyn
+    from ..training.plot import PLOT_FILE
+    from ..training.progress import LOG_FILE
     from ..training.queries import corpus_training_queries
     from ..training.trainer import MODEL_DIR, Trainer
 
@@ -166,7 +168,7 @@ def cmd_train(args) -> int:
         trainer.load_state()
         print(f"resuming after epoch {trainer.state.epoch}")
     state = trainer.train(card["command"])
-    print(f"model: {output / MODEL_DIR}  (epochs {state.epoch}, log {output / 'train_log.jsonl'}, plot {output / 'training.png'})")
+    print(f"model: {output / MODEL_DIR}  (epochs {state.epoch}, log {output / LOG_FILE}, plot {output / PLOT_FILE})")
     return 0
 
 

@@ -45,8 +45,9 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     from ..model.biosyn import BioSyn
     from ..model.specs import load_model
     from .model_card import write_model_card
-    from .plot import plot_history
+    from .plot import PLOT_FILE, plot_history
     from .pretrain import pretrain
+    from .progress import LOG_FILE
     from .queries import corpus_training_queries
     from .soup import soup
     from .trainer import MODEL_DIR, Trainer
@@ -68,7 +69,7 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
         pconfig = replace(args.pretrain, max_length=train.max_length, bf16=train.bf16, seed=train.seed)
         pre_summary = pretrain(model, vocab, pconfig, preprocessor=preprocessor, progress=args.progress,
                                mentions=selection.queries if args.pretrain_mentions else (),
-                               log_path=output / "train_log.jsonl")
+                               log_path=output / LOG_FILE)
         seconds["pretrain"] = round(time.perf_counter() - t, 1)
     seeds = list(dict.fromkeys(args.seeds or [train.seed]))
     card = {"base_model": model.base_model, "corpus": args.corpus, "splits": ["train", "dev"], "command": command,
@@ -123,6 +124,6 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     }
     with atomic_write(output / "results.json") as out:
         json.dump(result, out, indent=2)
-    plot_history(state.history, output / "training.png", title=f"{args.corpus}: train+dev, test Acc@1 {test['acc']['acc@1']}"
+    plot_history(state.history, output / PLOT_FILE, title=f"{args.corpus}: train+dev, test Acc@1 {test['acc']['acc@1']}"
                  + (f" (soup of {len(seeds)})" if len(seeds) > 1 else ""))
     return result
