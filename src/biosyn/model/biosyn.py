@@ -179,7 +179,7 @@ class BioSyn:
         import torch
         import transformers
 
-        from .. import __version__
+        from .._version import __version__
 
         return {
             "format": "biosyn.model", "version": 1,

@@ -39,7 +39,7 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     import torch
     import transformers
 
-    from .. import __version__
+    from .._version import __version__
     from ..evaluation.evaluate import run_evaluation
     from ..evaluation.protocol import load_benchmark
     from ..model.biosyn import BioSyn
