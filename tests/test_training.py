@@ -343,3 +343,23 @@ def test_soup_averages_weights_and_refuses_mismatches(tmp_path):
         average_models([a, b])
     with pytest.raises(ValueError):
         average_models([])
+
+
+def test_dev_evaluation_gives_the_index_and_precision_back_even_when_it_fails(tmp_path, monkeypatch):
+    import biosyn.evaluation.evaluate as evaluate
+    from biosyn.evaluation.protocol import custom_benchmark
+
+    trainer = _trainer(tmp_path, tmp_path / "run", 1, eval_bf16=True)
+    model = trainer.model
+    before_index, before_options = model.index, model.embed_options
+    benchmark = custom_benchmark([Query("tumour", ("tumour",), ("D009369",))], trainer.vocabulary)
+    assert trainer.evaluate(benchmark)["queries"] == 1
+    assert model.index is before_index and model.embed_options == before_options
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(evaluate, "run_evaluation", broken)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        trainer.evaluate(benchmark)
+    assert model.index is before_index and model.embed_options == before_options and not model.embed_options.bf16
