@@ -33,7 +33,11 @@ run: setup $(TAGGER)/config.json
 	$(VENV)/bin/biosyn annotate "Hereditary nonpolyposis colorectal cancer (HNPCC) and breast and ovarian cancer run in families; HNPCC is also called Lynch syndrome."
 	$(VENV)/bin/biosyn normalize -k 3 "hereditary breast and ovarian cancer" "Wilson disease" "colon cancers"
 
+# Lint and types first (fast, and they name the line), then the tests; the import-layer
+# contract runs inside pytest (tests/test_layers.py).
 test: setup
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q
 
 clean:

@@ -78,7 +78,7 @@ def measure(name: str, model: BioSyn, benchmark, args, workdir: Path) -> dict:
     names = benchmark.dictionary.names
     rng = np.random.default_rng(0)
     sample = [names[i] for i in rng.choice(len(names), size=min(args.sample, len(names)), replace=False)]
-    model.embed_options.update(bf16=True, batch_size=256)
+    model.configure_embedding(bf16=True, batch_size=256)
     ours = rate(lambda n: model.encoder.embed(n, bf16=True), sample)
     reference = rate(lambda n: embed_reference_way(model.encoder, n), sample)
     row = {"encoder": name, "sample_names": len(sample), "embed_names_per_s": round(ours, 1),

@@ -11,7 +11,6 @@ from biosyn.interfaces import loading
 from biosyn.interfaces.cli import main
 from biosyn.model.biosyn import BioSyn
 from biosyn.preprocess.pipeline import build_dictionary
-
 from tiny import FakeTagger, tiny_tagger, tiny_vocabulary
 
 LYNCH = "Lynch syndrome (HNPCC) raises colorectal cancer risk."

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from biosyn.interfaces.server import Limits, create_app
-
 from test_server import ABSTRACT, live_server, tiny_model
 from tiny import FakeTagger
 

@@ -1,10 +1,10 @@
 import gzip
+import json
 import os
 import stat
 import subprocess
 import sys
 import time
-import json
 
 import pytest
 

@@ -10,8 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from biosyn.data.biosyn_files import read_concept_file, read_dictionary
 from biosyn.data.ctd import read_ctd

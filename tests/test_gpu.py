@@ -10,7 +10,6 @@ from biosyn.model.biosyn import BioSyn
 from biosyn.training.pretrain import PretrainConfig, pretrain
 from biosyn.training.queries import select_queries
 from biosyn.training.trainer import Trainer
-
 from test_training import _setup, _trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

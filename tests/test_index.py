@@ -13,7 +13,6 @@ from biosyn.interfaces.loading import attach_index
 from biosyn.model.biosyn import BioSyn
 from biosyn.preprocess.pipeline import build_dictionary
 from biosyn.search.index import MANIFEST, CorruptIndexError, IndexMismatchError, NameIndex
-
 from tiny import tiny_bert, tiny_vocabulary
 
 

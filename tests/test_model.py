@@ -12,7 +12,6 @@ from biosyn.model.biosyn import BioSyn
 from biosyn.preprocess.pipeline import build_dictionary
 from biosyn.preprocess.text import normalize_text
 from biosyn.search.index import IndexMismatchError, NameIndex
-
 from tiny import tiny_bert, tiny_vocabulary
 
 
@@ -192,3 +191,27 @@ def test_packaged_minilm_on_a_slice_of_medic(real_data_dir):
     model.build_index(build_dictionary(vocab), vocab)
     results = model.normalize(["wilsons disease", "cancer of the colon and rectum", "type 2 diabetes", "ovarian tumour"], k=3, mode="dense")
     assert [r.top[0].concepts[0] for r in results] == ["D006527", "D015179", "D003924", "D010051"]
+
+
+def test_one_resolver_for_every_spec_with_overrides(tmp_path, vocab):
+    from biosyn.model.specs import load_model
+
+    sparse = load_model("sparse", bf16=True)
+    assert sparse.encoder is None and sparse.spec == "sparse" and sparse.embed_options.bf16
+    saved = make_model(tmp_path, sparse_weight=0.4, similarity="cosine", scale=3.0)
+    saved.base_model = "tiny-bert"
+    saved.fit_sparse(vocab)
+    saved.save_pretrained(tmp_path / "m")
+    as_saved = load_model(tmp_path / "m")
+    assert (as_saved.similarity, as_saved.scale, as_saved.sparse_weight, as_saved.base_model) == ("cosine", 3.0, 0.4, "tiny-bert")
+    assert as_saved.fingerprint == saved.fingerprint and not as_saved.embed_options.bf16
+    # Training's overrides; what the index rows depend on changes the fingerprint.
+    tuned = load_model(tmp_path / "m", similarity="dot", scale=20.0, pooling="mean", max_length=12)
+    assert (tuned.similarity, tuned.scale, tuned.encoder.pooling, tuned.encoder.max_length) == ("dot", 20.0, "mean", 12)
+    assert tuned.fingerprint != saved.fingerprint
+    # A plain transformers folder: BioSyn's defaults, and the folder is the base model.
+    bert, tokenizer = tiny_bert(tmp_path / "plain", seed=1)
+    bert.save_pretrained(tmp_path / "plain")
+    tokenizer.save_pretrained(tmp_path / "plain")
+    plain = load_model(tmp_path / "plain")
+    assert (plain.similarity, plain.sparse_weight, plain.base_model) == ("dot", 1.0, str(tmp_path / "plain"))

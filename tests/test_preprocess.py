@@ -10,7 +10,6 @@ from biosyn.preprocess.text import (
     remove_punctuation,
 )
 
-
 # --- composites ---------------------------------------------------------------
 
 

@@ -11,12 +11,11 @@ from contextlib import contextmanager
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from biosyn.data.records import Concept, Vocabulary
-from biosyn.interfaces.server import Limits, create_app
 from biosyn.interfaces.normalize_files import normalize_file
+from biosyn.interfaces.server import Limits, create_app
 from biosyn.interfaces.server.app import ApiError, MicroBatcher
 from biosyn.interfaces.server.cli import server_config
 from biosyn.model.biosyn import BioSyn
@@ -250,31 +249,48 @@ class SlowModel:
         return self.model.normalize_parts(mentions, parts, k, mode=mode)
 
 
+class GatedModel:
+    """A model whose calls block until the test lets them go, so batching is decided by the queue,
+    never by timing: `entered` is set when a call starts, `release` ends it."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def split(self, mentions, texts=None):
+        return self.model.split(mentions, texts)
+
+    def normalize_parts(self, mentions, parts, k, *, mode=None):
+        self.calls.append(list(mentions))
+        self.entered.set()
+        assert self.release.wait(10), "the test never released the model call"
+        return self.model.normalize_parts(mentions, parts, k, mode=mode)
+
+
 def test_concurrent_requests_share_model_calls_and_the_loop_stays_free():
     model = tiny_model()
-    slow = SlowModel(model)
+    gated = GatedModel(model)
     requests = [(["breast cancer", "HNPCC"], 1), (["Wilson disease"], 3), (["ovarian cancer"], 2)] * 4
 
     async def main():
-        batcher = MicroBatcher(slow, max_batch=64, wait_s=0.01, max_queued_mentions=100)
+        # A long wait_s: the batch must not depend on requests arriving within it.
+        batcher = MicroBatcher(gated, max_batch=64, wait_s=60, max_queued_mentions=100)
+        pending = [asyncio.create_task(batcher.normalize(m, [None] * len(m), k, None)) for m, k in requests]
+        while batcher.queue.qsize() < len(requests):  # every request queued before the worker starts
+            await asyncio.sleep(0)
         batcher.start()
-        ticks = 0
-
-        async def ticker():  # runs only while the event loop is free
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.005)
-                ticks += 1
-
-        tick = asyncio.create_task(ticker())
-        results = await asyncio.gather(*(batcher.normalize(m, [None] * len(m), k, None) for m, k in requests))
-        tick.cancel()
+        # While the model call is blocked in its thread, the event loop still runs this coroutine.
+        while not gated.entered.is_set():
+            await asyncio.sleep(0)
+        loop_ran_during_call = not any(t.done() for t in pending)
+        gated.release.set()
+        results = await asyncio.gather(*pending)
         await batcher.stop()
-        return results, ticks
+        return results, loop_ran_during_call
 
-    results, ticks = asyncio.run(main())
-    assert len(slow.calls) == 1 and len(slow.calls[0]) == 16  # one forward pass for all twelve requests
-    assert ticks >= 5  # the loop went on ticking during the 50 ms call
+    results, loop_ran_during_call = asyncio.run(main())
+    assert len(gated.calls) == 1 and len(gated.calls[0]) == 16  # one forward pass for all twelve requests
+    assert loop_ran_during_call
     for (mentions, k), result in zip(requests, results):
         expected = model.normalize(mentions, k)
         assert [r.mention for r in result] == mentions

@@ -13,7 +13,6 @@ from biosyn.interfaces import loading  # noqa: E402
 from biosyn.interfaces.spacy_component import make_biosyn  # noqa: E402
 from biosyn.model.biosyn import BioSyn  # noqa: E402
 from biosyn.preprocess.pipeline import build_dictionary  # noqa: E402
-
 from test_server import tiny_model  # noqa: E402
 from tiny import FakeTagger, tiny_tagger, tiny_vocabulary  # noqa: E402
 

@@ -11,17 +11,14 @@ from biosyn.data.records import Query
 from biosyn.encoders.dense import DenseEncoder
 from biosyn.model.biosyn import BioSyn
 from biosyn.preprocess.pipeline import Preprocessor, build_dictionary
-from biosyn.training.candidates import (CandidateRetriever, add_gold_positives, candidate_labels, gold_rows,
-                                       merge_candidates)
+from biosyn.search.scoring import SIMILARITIES
+from biosyn.training.candidates import CandidateRetriever, add_gold_positives, candidate_labels, gold_rows, merge_candidates
 from biosyn.training.loss import marginal_nll
-from biosyn.training.pretrain import (PairSampler, PretrainConfig, concept_names, multi_similarity_loss, nearest_sets, pretrain,
-                                     synonym_sets)
+from biosyn.training.pretrain import PairSampler, PretrainConfig, concept_names, multi_similarity_loss, nearest_sets, pretrain, synonym_sets
 from biosyn.training.queries import TrainingQuery, select_queries
 from biosyn.training.soup import average_models, soup
 from biosyn.training.trainer import TrainConfig, Trainer
-
 from tiny import tiny_bert, tiny_vocabulary
-
 
 # -- loss ------------------------------------------------------------------------------------
 
@@ -135,7 +132,8 @@ def _trainer(tmp_path, out, epochs, device="cpu", **kw):
 def test_two_steps_lower_the_loss(tmp_path):
     trainer = _trainer(tmp_path, tmp_path / "run", 1)
     cand, sparse, labels = trainer.retrieve()
-    assert labels.sum(1).min() >= 0 and labels.sum() > 0
+    # Every query's candidates hold a positive (its gold name is among the sparse top names here), and labels are 0/1.
+    assert labels.sum(1).min() >= 1 and set(np.unique(labels).tolist()) == {0.0, 1.0}
     batch = np.arange(len(trainer.queries))
     trainer.model.encoder.model.eval()  # no dropout: the comparison is exact
 
@@ -161,6 +159,27 @@ def test_fast_and_slow_encoding_give_the_same_scores(tmp_path):
         fast.config.fast = False
         b = fast.batch_scores(texts, names, torch.from_numpy(sparse))
     assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+def test_training_and_serving_score_alike(tmp_path, similarity):
+    """The trainer's torch scores and the index's NumPy scores agree for the same model, queries and names."""
+    trainer = _trainer(tmp_path, tmp_path / "run", 1, sparse_weight_init=0.7)
+    model = trainer.model.configure(similarity=similarity)
+    model.encoder.model.eval()
+    texts, names = [q.text for q in trainer.queries], trainer.names
+    every_name = np.tile(np.arange(len(names)), (len(texts), 1))
+    with torch.no_grad():
+        training = trainer.batch_scores(texts, [names] * len(texts),
+                                        torch.from_numpy(trainer.retriever.sparse_scores(every_name))).numpy()
+    assert model.sparse_weight == pytest.approx(0.7)
+    model.build_index(trainer.dictionary, trainer.vocabulary)
+    for row, ranked in zip(training, model.rank(texts, k=len(names), mode="hybrid")):
+        assert len(ranked) == len(names)
+        served = {c.name: c.score for c in ranked}
+        assert [served[n] for n in names] == pytest.approx(row.tolist(), abs=1e-4)
+        # The index ranked by the same score it reports.
+        assert all(a.score >= b.score - 1e-6 for a, b in zip(ranked, ranked[1:]))
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero(tmp_path):
@@ -233,7 +252,7 @@ def test_resume_refuses_foreign_state(tmp_path):
     part.train()
     other = _trainer(tmp_path / "other", tmp_path / "part", 2)
     other.model.encoder.model.embeddings.word_embeddings.weight.data += 1
-    other.model._fingerprint = None
+    other.model.weights_changed()
     with pytest.raises(ValueError):
         other.load_state()
 
@@ -252,7 +271,7 @@ def test_pretrain_runs_and_saves(tmp_path):
     assert len(synonym_sets(vocab)) == 5
     summary = pretrain(model, vocab, PretrainConfig(steps=3, batch_size=4, lr=1e-3, bf16=False), output_dir=tmp_path / "pre",
                        progress=False)
-    assert summary["synonym_sets"] == 5
+    assert summary["synonym_sets"] == 5 and "neighbour_seconds" not in summary  # random batches: no neighbours
     with pytest.raises(ValueError, match="at least 2"):
         pretrain(model, vocab, PretrainConfig(steps=1, neighbours=1, bf16=False), progress=False)
     assert BioSyn.from_pretrained(tmp_path / "pre").similarity == "cosine"
@@ -319,8 +338,28 @@ def test_soup_averages_weights_and_refuses_mismatches(tmp_path):
     state = loaded.encoder.model.state_dict()
     assert all(torch.allclose(state[k], v) for k, v in expected.items())
     assert loaded.sparse_weight == 1.0 and loaded.fingerprint not in (a.fingerprint, b.fingerprint)
-    b.scale = 10.0
+    b.configure(scale=10.0)
     with pytest.raises(ValueError, match="scale"):
         average_models([a, b])
     with pytest.raises(ValueError):
         average_models([])
+
+
+def test_dev_evaluation_gives_the_index_and_precision_back_even_when_it_fails(tmp_path, monkeypatch):
+    import biosyn.evaluation.evaluate as evaluate
+    from biosyn.evaluation.protocol import custom_benchmark
+
+    trainer = _trainer(tmp_path, tmp_path / "run", 1, eval_bf16=True)
+    model = trainer.model
+    before_index, before_options = model.index, model.embed_options
+    benchmark = custom_benchmark([Query("tumour", ("tumour",), ("D009369",))], trainer.vocabulary)
+    assert trainer.evaluate(benchmark)["queries"] == 1
+    assert model.index is before_index and model.embed_options == before_options
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(evaluate, "run_evaluation", broken)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        trainer.evaluate(benchmark)
+    assert model.index is before_index and model.embed_options == before_options and not model.embed_options.bf16

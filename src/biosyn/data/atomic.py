@@ -44,7 +44,7 @@ def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
     """Removes what killed writes of `target` left beside it; returns what was removed."""
     target = Path(target)
     pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:(?:([0-9a-f]{{8}})-(\d+)\.)?[^/]*\.tmp|old\.(\d+))$")
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(target.parent.iterdir())
     except OSError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .atomic import atomic_write
@@ -36,7 +36,7 @@ def bioc_collection(docs: Iterable[Document], *, source: str = "biosyn") -> dict
             out.append({"offset": offset, "infons": {"type": kind}, "text": text, "sentences": [],
                         "annotations": annotations, "relations": []})
         documents.append({"id": doc.pmid, "infons": {}, "passages": out, "relations": []})
-    return {"source": source, "date": datetime.now(timezone.utc).strftime("%Y%m%d"), "key": "",
+    return {"source": source, "date": datetime.now(UTC).strftime("%Y%m%d"), "key": "",
             "infons": {}, "documents": documents}
 
 

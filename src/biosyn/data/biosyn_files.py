@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .atomic import atomic_write
 from .errors import FormatError

@@ -15,7 +15,7 @@ import os
 import urllib.request
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm import tqdm
@@ -111,7 +111,7 @@ def fetch(names: list[str], root: str | os.PathLike, *, force: bool = False, get
             with atomic_write(target, "wb") as out:
                 out.write(payload)
             if item.sha256 is None:
-                source = {"url": item.url, "sha256": digest, "fetched": datetime.now(timezone.utc).isoformat()}
+                source = {"url": item.url, "sha256": digest, "fetched": datetime.now(UTC).isoformat()}
                 with atomic_write(target.parent / "SOURCE.json") as out:
                     json.dump(source, out, indent=2)
             written.append(target)

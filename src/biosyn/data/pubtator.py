@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Collection, Iterable, Iterator
 
 from .atomic import atomic_write
 from .errors import FormatError, SpanError

@@ -3,8 +3,8 @@ the name dictionary that search ranks, and evaluation queries."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def detect_format(path: str | os.PathLike) -> str:
     if name.endswith(".gz"):
         return "ctd"
     header, line_no = [], 0
-    for line_no, line in text_lines(path):
+    for line_no, line in text_lines(path):  # noqa: B007  # the last line number is reported below
         if line.strip():
             header.append(line)
         if len(header) > 50 or (line.strip() and not line.startswith("#")):

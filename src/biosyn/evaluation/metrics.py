@@ -14,8 +14,8 @@ are resolved to main concepts first.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from ..data.records import Candidate, Query
 
@@ -34,7 +34,13 @@ def first_hit_rank(candidates: Sequence[Candidate], hit: Callable[[Candidate], b
 def query_rank_lenient(query: Query, per_part: Sequence[Sequence[Candidate]]) -> int | None:
     """The smallest k at which the query counts as right under BioSyn's rule, or None."""
     ranks = [first_hit_rank(cands, lambda c: lenient_hit(c.ids, query.gold)) for cands in per_part]
-    return None if not ranks or None in ranks else max(ranks)
+    return _worst(ranks)
+
+
+def _worst(ranks: Sequence[int | None]) -> int | None:
+    """The largest rank, or None when there is none or a part has no hit."""
+    hits = [r for r in ranks if r is not None]
+    return max(hits) if hits and len(hits) == len(ranks) else None
 
 
 def query_rank_strict(query: Query, per_part: Sequence[Sequence[Candidate]], resolve: Resolver | None = None) -> int | None:
@@ -45,8 +51,10 @@ def query_rank_strict(query: Query, per_part: Sequence[Sequence[Candidate]], res
         return {resolve(i) or i for i in c.ids}
 
     if len(per_part) == len(gold):
-        ranks = [first_hit_rank(cands, lambda c, g=g: concepts(c) == {g}) for cands, g in zip(per_part, gold)]
-        return None if not ranks or None in ranks else max(ranks)
+        def is_only(g: str) -> Callable[[Candidate], bool]:
+            return lambda c: concepts(c) == {g}
+
+        return _worst([first_hit_rank(cands, is_only(g)) for cands, g in zip(per_part, gold)])
     # Unaligned: each part must hit a single gold concept; together they must cover every gold.
     worst, covered = 0, set()
     for cands in per_part:

@@ -10,6 +10,7 @@ kept unless asked otherwise. Both counts are reported.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from ..data.locate import corpus as corpus_files, data_file
 from ..data.pubtator import read_pubtator
 from ..data.records import Dictionary, Query, Vocabulary
 from ..data.vocabularies import load_vocabulary
+from ..preprocess.corpus import corpus_preprocessor
 from ..preprocess.pipeline import Preprocessor, build_dictionary, split_known
-from ..preprocess.text import load_spelling_fixes, normalize_text
+from ..preprocess.text import normalize_text
 
 EARLIER_SPLITS = {"train": (), "dev": ("train",), "test": ("train", "dev")}
 
@@ -47,12 +49,6 @@ class Benchmark:
             "vocabulary_concepts": len(self.vocabulary), "dropped_without_gold": self.dropped_no_gold,
             "dropped_unknown_ids": self.dropped_unknown, "kept_unknown_ids": self.kept_unknown, "sources": self.sources,
         }
-
-
-def corpus_preprocessor(corpus: str, data_dir: str | os.PathLike | None = None, **options) -> Preprocessor:
-    files = corpus_files(corpus)
-    fixes = load_spelling_fixes(data_file(files.spelling_fixes, data_dir)) if files.spelling_fixes else {}
-    return Preprocessor(spelling_fixes=fixes, **options)
 
 
 def load_benchmark(
@@ -88,7 +84,7 @@ def load_benchmark(
     )
 
 
-def custom_benchmark(queries: list[Query], vocabulary: Vocabulary, *, extra: list[Query] = (), dictionary: Dictionary | None = None,
+def custom_benchmark(queries: list[Query], vocabulary: Vocabulary, *, extra: Sequence[Query] = (), dictionary: Dictionary | None = None,
                      preprocessor: Preprocessor | None = None, name: str = "custom", drop_unknown: bool = False) -> Benchmark:
     """A benchmark from your own queries (PubTator or BioSyn `.concept` files) and vocabulary."""
     preprocessor = preprocessor or Preprocessor()

@@ -22,6 +22,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -94,7 +95,8 @@ def _sniff(path: Path) -> str:
 
 def _read_jsonl(path: Path, find: bool) -> list[Source]:
     """One source a non-blank line; a bad line is a skipped source in its place."""
-    sources, errors = [], []
+    sources: list[Source] = []
+    errors: list[FormatError] = []
 
     def bad_lines():  # lines text_lines left out, in their place
         sources.extend(Source(f"{path.stem}:{e.line}", None, error=str(e)) for e in errors)
@@ -128,7 +130,7 @@ def _json_spans(mentions, text: str, path: Path, line_no: int) -> list[Mention]:
     spans = []
     for i, m in enumerate(mentions):
         start, end = (m.get("start"), m.get("end")) if isinstance(m, dict) else (None, None)
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
+        if not (isinstance(start, int) and isinstance(end, int)) or isinstance(start, bool) or isinstance(end, bool):
             raise FormatError(path, line_no, f"mentions[{i}]", "expected integer start and end")
         if not 0 <= start < end <= len(text):
             raise SpanError(path, line_no, f"mentions[{i}]", f"span {start}-{end} is not inside the {len(text)}-character text")
@@ -142,7 +144,7 @@ def _read_pubtator(path: Path, find: bool) -> list[Source]:
     """Documents with the lines they came from, so that each error skips its own document only.
     Spans are checked against the text unless the tagger is to find the mentions anyway."""
     errors: list[FormatError] = []
-    at = {"line": 0, "text": "", "done": False}  # the last line the parser has read
+    at: dict[str, Any] = {"line": 0, "text": "", "done": False}  # the last line the parser has read
 
     def tracked():
         for line_no, line in text_lines(path, errors):
@@ -150,18 +152,19 @@ def _read_pubtator(path: Path, find: bool) -> list[Source]:
             yield line_no, line
         at["done"] = True
 
-    sources, first = [], 1
+    sources: list[Source] = []
+    first: float = 1
     for doc in parse_numbered(tracked(), str(path), skipped=errors, check_text=not find):
         # A document is yielded at the blank line after it, at the next document's title line, or at the end.
         last = math.inf if at["done"] else at["line"] if not at["text"].strip() else at["line"] - 1
-        mine = [e for e in errors if first <= e.line <= last]
+        mine = [e for e in errors if first <= _line(e) <= last]
         if mine:
             sources.append(Source(doc.pmid, None, error="; ".join(str(e) for e in mine)))
         else:
             sources.append(Source(doc.pmid, doc, None if find or not doc.mentions else list(doc.mentions)))
         first = last + 1
     for error in errors:
-        if error.line >= first:  # after the last document: nothing to attach it to
+        if _line(error) >= first:  # after the last document: nothing to attach it to
             sources.append(Source(f"{path.name}:{error.line}", None, error=str(error)))
     return sources
 
@@ -188,7 +191,7 @@ def annotate_sources(annotator, sources: list[Source], *, batch: int = BATCH) ->
 
 
 def _annotate(annotator, sources: list[Source]) -> None:
-    texts = [s.doc.text for s in sources]
+    texts = [_doc(s).text for s in sources]
     spans = [s.spans if s.spans is not None else [] for s in sources]
     to_find = [i for i, s in enumerate(sources) if s.spans is None and texts[i].strip()]
     if to_find:
@@ -220,7 +223,17 @@ def mention_json(m) -> dict:
 def _annotated(s: Source) -> Document:
     from ..annotation.annotator import linked_document  # here: the main CLI imports this module, and that one torch
 
-    return linked_document(s.doc, s.linked)
+    return linked_document(_doc(s), s.linked)
+
+
+def _doc(s: Source) -> Document:
+    assert s.doc is not None, f"{s.id}: a skipped source has no document"
+    return s.doc
+
+
+def _line(error: FormatError) -> float:
+    """Where a reader's error is, for attaching it to a document; one without a line comes last."""
+    return math.inf if error.line is None else error.line
 
 
 def render(sources: list[Source], fmt: str) -> str:
@@ -240,7 +253,7 @@ def render(sources: list[Source], fmt: str) -> str:
 def _table(sources: list[Source]) -> str:
     out = []
     for s in sources:
-        text = " ".join(s.doc.text.split())
+        text = " ".join(_doc(s).text.split())
         out.append(f"{s.id}: {text[:100]}{'…' if len(text) > 100 else ''}")
         rows = [(f"{m.start}-{m.end}", m.text, "|".join(m.ids) or "-", " | ".join(m.names), " ".join(f"{x:.3f}" for x in m.scores))
                 for m in s.linked]

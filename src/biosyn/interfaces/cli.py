@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
 from ..data.vocabularies import FORMATS as VOCABULARY_FORMATS
-from ..training import cli as training_cli
-from . import tagger_cli
+from ..search.scoring import MODES
+from . import tagger_cli, training_cli
 from .annotate_files import add_annotate_parser, cmd_annotate
 from .normalize_files import FORMATS as FILE_FORMATS
 from .server.cli import add_serve_parser, cmd_serve
@@ -38,7 +38,7 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 def _model_options(p: argparse.ArgumentParser, *, index: bool = True) -> None:
     p.add_argument("--model", help=MODEL_HELP)
-    p.add_argument("--mode", choices=("hybrid", "dense", "sparse"), help="scoring (default: hybrid when the model has an encoder)")
+    p.add_argument("--mode", choices=MODES, help="scoring (default: hybrid when the model has an encoder)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="unpickle a released checkpoint's sparse_encoder.pk instead of refitting it (runs code from the file)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for embedding on CPU")
@@ -140,7 +140,7 @@ def _describe(error: BaseException) -> str:
         return f"input nested too deeply to read ({error})"
     if isinstance(error, OSError) and error.filename is not None:
         where = str(error.filename) + (f" -> {error.filename2}" if error.filename2 is not None else "")
-        return f"{where}: {error.strerror or errno.errorcode.get(error.errno, error)}"
+        return f"{where}: {error.strerror or errno.errorcode.get(error.errno or 0, str(error))}"
     return str(error) or type(error).__name__
 
 
@@ -176,7 +176,8 @@ def cmd_data(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from ..evaluation.evaluate import run_evaluation, write_predictions
-    from ..evaluation.protocol import corpus_preprocessor, load_benchmark
+    from ..evaluation.protocol import load_benchmark
+    from ..preprocess.corpus import corpus_preprocessor
     from .loading import attach_index, load_model
 
     started = time.perf_counter()

@@ -1,6 +1,6 @@
-"""Turning what a user names (`minilm`, `sparse`, a folder, a hub id) into a model with an index.
+"""A model with an index, and the tagger: what the CLI and the server load.
 
-Shared by the CLI and the server. An index built here is cached under
+Model specs are resolved by `biosyn.model.specs.load_model` (re-exported here). An index built here is cached under
 `$BIOSYN_CACHE/indexes` (default `~/.cache/biosyn/indexes`), keyed by the model, vocabulary
 and dictionary, so only the first run pays for embedding the vocabulary. A damaged cached index
 is rebuilt with a warning; a cache that cannot be written only costs the next run a rebuild.
@@ -16,40 +16,16 @@ from pathlib import Path
 from ..data.locate import ENV_CACHE
 from ..data.records import Dictionary, Vocabulary
 from ..model.biosyn import BioSyn, vocabulary_fingerprint
-from ..model.presets import MINILM, minilm_path
+from ..model.specs import load_model
 from ..search.index import IndexMismatchError, NameIndex, fingerprint_dictionary, sparse_fingerprint
+
+__all__ = ["load_model", "load_linker", "load_tagger", "attach_index", "cache_dir", "default_tagger_spec"]
 
 log = logging.getLogger(__name__)
 
-ENV_MODEL = "BIOSYN_MODEL"
 ENV_TAGGER = "BIOSYN_TAGGER"
-# Where `biosyn reproduce` and `biosyn train` put their final model by default.
-TRAINED_DEFAULT = Path("runs") / "ncbi-disease" / "model"
 # Where `biosyn tagger train` puts its tagger by default.
 TAGGER_DEFAULT = Path("runs") / "ncbi-disease" / "tagger"
-
-
-def default_model_spec() -> str:
-    """A trained model when one exists, else the packaged MiniLM."""
-    if os.environ.get(ENV_MODEL):
-        return os.environ[ENV_MODEL]
-    if (TRAINED_DEFAULT / "biosyn.json").exists():
-        return str(TRAINED_DEFAULT)
-    return "minilm"
-
-
-def load_model(spec: str | None, *, trust_pickle: bool = False, bf16: bool = False) -> BioSyn:
-    spec = spec or default_model_spec()
-    if spec == "sparse":
-        model = BioSyn()
-    elif spec == "minilm":
-        model = BioSyn.from_encoder(minilm_path(), pooling=MINILM["pooling"], similarity=MINILM["similarity"],
-                                    scale=MINILM["scale"], sparse_weight=MINILM["sparse_weight"])
-    else:
-        model = BioSyn.from_pretrained(spec, trust_pickle=trust_pickle)
-    model.embed_options["bf16"] = bf16
-    model.spec = spec
-    return model
 
 
 def default_tagger_spec() -> str:
@@ -109,9 +85,8 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
         index.check_vocabulary(vocabulary_fingerprint(vocabulary))
         model.use_index(index)
         return index
-    if model.sparse_encoder is None:
-        model.fit_sparse(vocabulary)
-    key = hashlib.sha256(f"{model.fingerprint}|bf16={model.embed_options['bf16']}|{sparse_fingerprint(model.sparse_encoder)}|"
+    sparse = model.sparse_encoder or model.fit_sparse(vocabulary)
+    key = hashlib.sha256(f"{model.fingerprint}|bf16={model.embed_options.bf16}|{sparse_fingerprint(sparse)}|"
                          f"{vocabulary_fingerprint(vocabulary)}|{dict_fp}".encode()).hexdigest()[:20]
     path = cache_dir() / key
     if cache and (path / "manifest.json").exists():

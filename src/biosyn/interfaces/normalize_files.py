@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -72,9 +73,9 @@ def print_results(results, *, as_json: bool = False, out=None) -> None:
                 out.write(f"  {rank}. {concept:<12} {c.score:8.4f}  {c.name}  [{preferred}]{parts}\n")
 
 
-def _read_records(path: str, fmt: str, skipped: list[FormatError]) -> list[tuple[str, str | None, object]]:
+def _read_records(path: str, fmt: str, skipped: list[FormatError]) -> list[tuple[str, str | None, Any]]:
     """(mention, document text, original record) for every good record; bad ones go to `skipped`."""
-    records = []
+    records: list[tuple[str, str | None, Any]] = []
     for line_no, line in text_lines(path, skipped):
         if not line.strip():
             continue
@@ -110,6 +111,7 @@ def normalize_file(model, path: str, output: str | None, *, k: int = 5, mode: st
     fmt = format or detect_format(path)
     skipped: list[FormatError] = []
     docs: list[Document] = []
+    records: list[tuple[str, str | None, Any]]
     if fmt == "pubtator":
         docs = read_pubtator(path, skipped=skipped)
         records = [(m.text, d.text, (d, i)) for d in docs for i, m in enumerate(d.mentions)]

@@ -16,7 +16,6 @@ The tagger's character spans are widened to whole spaCy tokens (`alignment_mode=
 Models load once, at the first document, not when the pipeline is built.
 """
 
-from typing import Optional
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
@@ -31,8 +30,8 @@ for _name in ("kb_ents", "biosyn_concepts"):
     "tagger": None, "model": None, "index": None, "vocabulary": "medic-2012", "add_mentions": None, "data_dir": None,
     "mode": None, "label": "Disease", "batch_size": 16,
 })
-def make_biosyn(nlp: Language, name: str, tagger: Optional[str], model: Optional[str], index: Optional[str],
-                vocabulary: str, add_mentions: Optional[str], data_dir: Optional[str], mode: Optional[str], label: str,
+def make_biosyn(nlp: Language, name: str, tagger: str | None, model: str | None, index: str | None,
+                vocabulary: str, add_mentions: str | None, data_dir: str | None, mode: str | None, label: str,
                 batch_size: int) -> "BiosynComponent":
     """`tagger`, `model`, `index`, `vocabulary`, `add_mentions`, `data_dir`, `mode` as in `biosyn annotate`
     (null: the same defaults)."""
@@ -63,13 +62,14 @@ class BiosynComponent:
     def __call__(self, doc: Doc) -> Doc:
         return self._set(doc, self.annotator.annotate([doc.text])[0])
 
-    def pipe(self, docs, batch_size: Optional[int] = None):
+    def pipe(self, docs, batch_size: int | None = None):
         for batch in minibatch(docs, size=batch_size or self.batch_size):
             for doc, mentions in zip(batch, self.annotator.annotate([d.text for d in batch])):
                 yield self._set(doc, mentions)
 
     def _set(self, doc: Doc, mentions) -> Doc:
-        spans, concepts = [], {}
+        spans = []
+        concepts: dict[tuple[int, int], list[tuple[str, str, float]]] = {}
         for m in mentions:
             span = doc.char_span(m.start, m.end, label=self.label, kb_id=m.ids[0] if m.ids else "", alignment_mode="expand")
             if span is None:  # nothing but whitespace

@@ -8,7 +8,7 @@ from ..data.locate import CORPORA, data_file
 from ..data.pubtator import read_pubtator
 from ..data.records import Dictionary, Vocabulary
 from ..data.vocabularies import load_vocabulary
-from ..evaluation.protocol import corpus_preprocessor
+from ..preprocess.corpus import corpus_preprocessor
 from ..preprocess.pipeline import Preprocessor, build_dictionary
 
 

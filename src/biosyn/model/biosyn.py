@@ -1,8 +1,9 @@
 """The BioSyn model: a dense encoder, a sparse encoder and a learned sparse weight.
 
-score(query, name) = dense similarity + sparse_weight × sparse cosine. The dense similarity is
-BioSyn's raw inner product of the pooled vectors (`dot`) or a scaled cosine (`cosine`:
-unit vectors, queries multiplied by `scale`); the choice is saved with the model.
+score(query, name) = dense similarity + sparse_weight × sparse cosine, as `search.scoring`
+defines it for serving and training alike. The dense similarity is BioSyn's raw inner product
+of the pooled vectors (`dot`) or a scaled cosine (`cosine`: unit vectors, queries multiplied by
+`scale`); the choice is saved with the model.
 
 A model folder is a standard transformers folder (config, safetensors weights, tokenizer
 files) plus `biosyn.json` and the sparse encoder as JSON + NumPy, so the model card's
@@ -19,9 +20,9 @@ import json
 import logging
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -29,15 +30,21 @@ from ..data.atomic import atomic_write
 from ..data.records import Candidate, Dictionary, Vocabulary
 from ..encoders.sparse import SparseEncoder
 from ..preprocess.pipeline import Preprocessor
-from ..search.index import MODES, NameIndex
+from ..search.index import NameIndex
+from ..search.scoring import Scorer, Similarity, check_mode
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "biosyn.json"
 SPARSE_DIR = "sparse_encoder"
-SIMILARITIES = ("dot", "cosine")
 # A score at or below this is no match (see `is_match`): 0 is what a name sharing nothing with the mention gets.
 NO_MATCH_SCORE = 0.0
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    batch_size: int = 256
+    bf16: bool = False
 
 
 @dataclass
@@ -73,31 +80,61 @@ class BioSyn:
         scale: float = 1.0,
         preprocessor: Preprocessor | None = None,
     ):
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        self.scorer = Scorer(Similarity(similarity), scale)
         self.encoder = encoder  # biosyn.encoders.dense.DenseEncoder, or None for a sparse-only model
         self.sparse_encoder = sparse_encoder
         self.sparse_weight = float(sparse_weight)
-        self.similarity = similarity
-        self.scale = float(scale)
         self.preprocessor = preprocessor or Preprocessor()
         self.index: NameIndex | None = None
         self.spec = "sparse" if encoder is None else getattr(encoder, "name_or_path", "")  # what the user named
+        self.base_model: str | None = None  # the encoder training started from, recorded in saved folders
+        self.embed_options = EmbedOptions()
         self._fingerprint: str | None = None
-        self.embed_options = {"batch_size": 256, "bf16": False}
+
+    # -- declared state ----------------------------------------------------------------------
+
+    @property
+    def similarity(self) -> Similarity:
+        return self.scorer.similarity
+
+    @property
+    def scale(self) -> float:
+        return self.scorer.scale
+
+    def configure(self, *, similarity: str | None = None, scale: float | None = None, pooling: str | None = None,
+                  max_length: int | None = None) -> BioSyn:
+        """Changes what the dense rows depend on; the fingerprint follows."""
+        if similarity is not None or scale is not None:
+            self.scorer = Scorer(Similarity(similarity or self.scorer.similarity), self.scorer.scale if scale is None else scale)
+        if pooling is not None:
+            self.encoder.pooling = pooling
+        if max_length is not None:
+            self.encoder.max_length = int(max_length)
+        self.weights_changed()
+        return self
+
+    def configure_embedding(self, *, batch_size: int | None = None, bf16: bool | None = None) -> BioSyn:
+        """How `embed` runs (speed and precision, not what the vectors mean)."""
+        self.embed_options = EmbedOptions(self.embed_options.batch_size if batch_size is None else int(batch_size),
+                                          self.embed_options.bf16 if bf16 is None else bool(bf16))
+        return self
+
+    def weights_changed(self) -> None:
+        """To be called after the encoder's weights were changed in place (training, averaging)."""
+        self._fingerprint = None
 
     # -- loading and saving ----------------------------------------------------------------
 
     @classmethod
     def from_encoder(cls, name_or_path: str | os.PathLike, *, pooling: str | None = None, max_length: int = 25,
-                     device: str | None = None, **kwargs) -> "BioSyn":
+                     device: str | None = None, **kwargs) -> BioSyn:
         """A fresh model around a base encoder (no sparse encoder yet: it is fit on the vocabulary)."""
         from ..encoders.dense import DenseEncoder
 
         return cls(DenseEncoder.from_pretrained(str(name_or_path), pooling=pooling, max_length=max_length, device=device), **kwargs)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_pickle: bool = False, device: str | None = None, **hub_kwargs) -> "BioSyn":
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_pickle: bool = False, device: str | None = None, **hub_kwargs) -> BioSyn:
         """A biosyn model folder, a released BioSyn checkpoint, or a hub id of either."""
         from ..encoders.dense import DenseEncoder
 
@@ -121,6 +158,7 @@ class BioSyn:
         model = cls(encoder, sparse, sparse_weight=1.0 if weight is None else weight,
                     similarity=config.get("similarity", "dot"), scale=config.get("scale", 1.0))
         model._fingerprint = config.get("fingerprint")
+        model.base_model = config.get("base_model")
         return model
 
     def save_pretrained(self, directory: str | os.PathLike, *, extra: dict | None = None) -> Path:
@@ -131,8 +169,8 @@ class BioSyn:
         self.encoder.save_pretrained(directory)
         if self.sparse_encoder is not None:
             self.sparse_encoder.save(directory / SPARSE_DIR)
-        self._fingerprint = None
-        config = {**self.config(), **(extra or {})}
+        self.weights_changed()
+        config = {**self.config(), **({"base_model": self.base_model} if self.base_model else {}), **(extra or {})}
         with atomic_write(directory / CONFIG_FILE) as out:
             json.dump(config, out, indent=2)
         return directory
@@ -141,7 +179,7 @@ class BioSyn:
         import torch
         import transformers
 
-        from .. import __version__
+        from .._version import __version__
 
         return {
             "format": "biosyn.model", "version": 1,
@@ -171,16 +209,9 @@ class BioSyn:
 
     def embed(self, texts: Sequence[str], *, queries: bool = False, progress: bool = False) -> np.ndarray:
         """Dense vectors as the similarity wants them: raw, or unit length (queries × scale)."""
-        return self.similarity_vectors(self.encoder.embed(list(texts), progress=progress, **self.embed_options), queries=queries)
-
-    def similarity_vectors(self, vectors: np.ndarray, *, queries: bool = False) -> np.ndarray:
-        """Pooled vectors as the similarity wants them (float32): raw, or unit length (queries × scale)."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if self.similarity == "cosine":
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-            if queries:
-                vectors = vectors * np.float32(self.scale)
-        return vectors
+        vectors = self.encoder.embed(list(texts), progress=progress, batch_size=self.embed_options.batch_size,
+                                     bf16=self.embed_options.bf16)
+        return self.scorer.vectors(vectors, queries=queries)
 
     def fit_sparse(self, vocabulary: Vocabulary) -> SparseEncoder:
         """Fits the sparse encoder on the vocabulary's preprocessed names, as BioSyn does."""
@@ -202,7 +233,7 @@ class BioSyn:
         )
         return self.index
 
-    def use_index(self, index: NameIndex) -> "BioSyn":
+    def use_index(self, index: NameIndex) -> BioSyn:
         """Attaches a saved index, refusing one built with another model."""
         index.check_model(self.fingerprint if index.has_dense else None)
         self.index = index
@@ -221,8 +252,7 @@ class BioSyn:
         if self.index is None:
             raise RuntimeError("no index: call build_index(...) or use_index(NameIndex.load(...)) first")
         mode = mode or self.default_mode
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        check_mode(mode)
         if mode != "sparse" and self.encoder is None:
             raise ValueError(f"mode {mode!r} needs a dense encoder; this model is sparse only")
         if not texts:

@@ -9,8 +9,8 @@ fixes). Where BioSyn's reference code differs in a detail, the module of that st
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from ..data.records import Dictionary, Document, Query, Vocabulary
 from .abbreviations import expand_abbreviations, find_abbreviations
@@ -82,7 +82,8 @@ def build_dictionary(vocabulary: Vocabulary, preprocessor: Preprocessor | None =
 
 def split_known(queries: Sequence[Query], vocabulary: Vocabulary) -> tuple[list[Query], list[Query]]:
     """Queries whose gold IDs are all in the vocabulary, and the rest (no gold, or unknown IDs)."""
-    known, unknown = [], []
+    known: list[Query] = []
+    unknown: list[Query] = []
     for q in queries:
         (known if q.gold and all(g in vocabulary for g in q.gold) else unknown).append(q)
     return known, unknown

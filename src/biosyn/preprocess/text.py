@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from biosyn.data.errors import FormatError
 from biosyn.data.lines import text_lines
 
-_PUNCT_OR_SPACE = re.compile(r"[\s{}]+".format(re.escape(string.punctuation)))
+_PUNCT_OR_SPACE = re.compile(rf"[\s{re.escape(string.punctuation)}]+")
 
 
 def remove_punctuation(s: str) -> str:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,12 +31,12 @@ from ..data.errors import FormatError
 from ..data.lines import json_lines
 from ..data.records import Concept, Dictionary
 from ..encoders.sparse import SparseEncoder
-from .exact import batched_topk, as_csr32, sparse_scores
+from .exact import as_csr32, batched_topk, sparse_scores
+from .scoring import check_mode, hybrid
 
 FORMAT = "biosyn.index"
 VERSION = 2  # 2: the manifest lists every file's checksum
 MANIFEST = "manifest.json"
-MODES = ("hybrid", "dense", "sparse")
 SPARSE_PARTS = {"data": np.float32, "indices": np.int32, "indptr": np.int32}
 
 
@@ -93,7 +94,7 @@ class NameIndex:
         self.concepts = concepts or {}
         self.manifest = manifest or {}
         self.path = path
-        self._faiss = None
+        self._faiss: Any = None  # a faiss.Index (untyped library)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -117,7 +118,7 @@ class NameIndex:
         dense_matrix: np.ndarray | None = None,
         concepts: Sequence[Concept] = (),
         manifest: dict | None = None,
-    ) -> "NameIndex":
+    ) -> NameIndex:
         """An in-memory index; fits a sparse encoder on the names when none is given."""
         names, ids = dictionary.names, dictionary.ids
         sparse_encoder = sparse_encoder or SparseEncoder().fit(names)
@@ -160,7 +161,7 @@ class NameIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, mmap: bool = True, verify: bool = True) -> "NameIndex":
+    def load(cls, path: str | os.PathLike, *, mmap: bool = True, verify: bool = True) -> NameIndex:
         """Loads a saved index. `verify=False` skips the checksums (the structural checks stay)."""
         path = Path(path)
         manifest_path = path / MANIFEST
@@ -184,7 +185,7 @@ class NameIndex:
             raise CorruptIndexError(error.path, error.line, error.field, error.message) from None
         except FileNotFoundError as error:
             raise CorruptIndexError(path / "sparse_encoder", None, None, str(error)) from None
-        mode = "r" if mmap else None
+        mode: Literal["r"] | None = "r" if mmap else None
         load = lambda name: _load_array(path / name, mode)  # noqa: E731
         n_columns = len(sparse_encoder.vocabulary) or 1
         parts = {part: load(f"sparse_{part}.npy") for part in SPARSE_PARTS}
@@ -228,6 +229,7 @@ class NameIndex:
             raise ValueError("an approximate index needs dense embeddings")
         x = np.ascontiguousarray(self.dense_matrix, dtype=np.float32)
         d = x.shape[1]
+        index: Any
         if kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = ef_search
@@ -256,18 +258,18 @@ class NameIndex:
         approximate: bool = False,
         batch_size: int = 128,
     ) -> SearchResult:
-        """Top-k names for each query: score = dense + sparse_weight × sparse (hybrid), or either alone.
+        """Top-k names for each query: the hybrid score (`scoring.hybrid`), or either half alone.
+        Dense queries and rows come prepared by `scoring.Scorer.vectors`.
 
         `approximate` takes dense candidates from the FAISS index and sparse candidates from the
         exact sparse search, then re-scores their union exactly.
         """
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        check_mode(mode)
         if mode != "sparse" and (dense_queries is None or self.dense_matrix is None):
             raise ValueError(f"mode {mode!r} needs dense embeddings in the index and for the queries")
         if mode != "dense" and sparse_queries is None:
             raise ValueError(f"mode {mode!r} needs sparse query vectors")
-        n_queries = (dense_queries if dense_queries is not None else sparse_queries).shape[0]
+        n_queries = dense_queries.shape[0] if dense_queries is not None else sparse_queries.shape[0]  # type: ignore[union-attr]
         if approximate and mode != "sparse":
             indices = self._approximate_candidates(k, mode, dense_queries, sparse_queries)
         else:
@@ -277,34 +279,36 @@ class NameIndex:
         dense = self._dense_scores(dense_queries, safe) if dense_queries is not None and self.has_dense else None
         sparse = (sparse_scores(sparse_queries, self.sparse_matrix, safe) if sparse_queries is not None
                   else np.zeros(indices.shape, np.float32))
-        scores = {"dense": dense, "sparse": sparse}.get(mode)
-        if scores is None:
-            scores = dense + np.float32(sparse_weight) * sparse
+        if mode == "sparse":
+            scores = sparse
+        else:
+            assert dense is not None  # checked above: these modes need dense queries and rows
+            scores = dense if mode == "dense" else hybrid(dense, sparse, sparse_weight)
         if approximate and mode != "sparse":
             scores = np.where(valid, scores, -np.inf)
             order = np.stack([np.lexsort((row_i, -row_s))[:k] for row_i, row_s in zip(indices, scores)]) if n_queries else np.zeros((0, k), np.int64)
-            take = lambda a: None if a is None else np.take_along_axis(a, order, axis=1)  # noqa: E731
-            indices, scores, dense, sparse = take(indices), take(scores), take(dense), take(sparse)
+            take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+            indices, scores, sparse = take(indices), take(scores), take(sparse)
+            dense = None if dense is None else take(dense)
         return SearchResult(indices, scores.astype(np.float32), dense, sparse)
 
     def _exact(self, k, mode, dense_q, sparse_q, weight, batch_size) -> np.ndarray:
-        matrix, sparse = self.dense_matrix, as_csr32(self.sparse_matrix) if mode != "dense" else None
-        query = np.ascontiguousarray(dense_q, dtype=np.float32) if mode != "sparse" else None
-        sq = as_csr32(sparse_q) if mode != "dense" else None
+        # Any: each is None exactly in the modes that do not read it.
+        matrix: Any = self.dense_matrix
+        sparse: Any = as_csr32(self.sparse_matrix) if mode != "dense" else None
+        query: Any = np.ascontiguousarray(dense_q, dtype=np.float32) if mode != "sparse" else None
+        sq: Any = as_csr32(sparse_q) if mode != "dense" else None
         n = len(self)
-        w = np.float32(weight)
 
         def make_scorer(rows: np.ndarray):
-            d_q = query[rows] if query is not None else None
-            s_t = sq[rows].toarray().T if sq is not None else None
+            d_q: Any = query[rows] if query is not None else None
+            s_t: Any = sq[rows].toarray().T if sq is not None else None
 
             def score(a, b):
                 if mode == "sparse":
                     return sparse[a:b] @ s_t
                 out = matrix[a:b] @ d_q.T
-                if mode == "hybrid":
-                    out += w * (sparse[a:b] @ s_t)
-                return out
+                return hybrid(out, sparse[a:b] @ s_t, weight) if mode == "hybrid" else out
 
             return score
 
@@ -328,6 +332,7 @@ class NameIndex:
         return out
 
     def _dense_scores(self, dense_q: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        assert self.dense_matrix is not None
         rows = np.asarray(self.dense_matrix[indices.ravel()], dtype=np.float32).reshape(*indices.shape, -1)
         return np.einsum("qkd,qd->qk", rows, np.asarray(dense_q, dtype=np.float32))
 
@@ -407,7 +412,7 @@ def _read_concepts(path: Path) -> dict[str, Concept]:
     return {r["id"]: Concept(r["id"], r["name"], tuple(r["alt_ids"]), tuple(r["synonyms"])) for r in records}
 
 
-def _load_array(path: Path, mmap_mode: str | None) -> np.ndarray:
+def _load_array(path: Path, mmap_mode: Literal["r"] | None) -> np.ndarray:
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:

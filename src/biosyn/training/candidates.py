@@ -8,14 +8,14 @@ every gold ID of the query (set membership on split IDs, never a substring test)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..search.exact import dense_topk, sparse_scores, sparse_topk
 
 
-def merge_candidates(sparse_idx: np.ndarray, dense_idx: np.ndarray, topk: int, n_sparse: int) -> np.ndarray:
+def merge_candidates(sparse_idx: np.ndarray, dense_idx: np.ndarray | None, topk: int, n_sparse: int) -> np.ndarray:
     """[n_q, topk] dictionary indices: the first `n_sparse` sparse ones, then dense ones not yet
     taken, then (if the dense list ran out) further sparse ones; no index twice in a row."""
     n_q = sparse_idx.shape[0]
@@ -39,12 +39,12 @@ def merge_candidates(sparse_idx: np.ndarray, dense_idx: np.ndarray, topk: int, n
 
 def candidate_labels(gold: Sequence[Sequence[str]], candidates: np.ndarray, dictionary_ids: Sequence[Sequence[str]]) -> np.ndarray:
     """1.0 where candidate j of query i carries every gold ID of query i, else 0.0."""
-    id_sets = {}
+    id_sets: dict[int, frozenset[str]] = {}
     labels = np.zeros(candidates.shape, dtype=np.float32)
-    for i, g in enumerate(gold):
-        g = set(g)
-        for j, c in enumerate(candidates[i]):
-            c = int(c)
+    for i, query_gold in enumerate(gold):
+        g = set(query_gold)
+        for j, cand in enumerate(candidates[i]):
+            c = int(cand)
             if c not in id_sets:
                 id_sets[c] = frozenset(dictionary_ids[c])
             labels[i, j] = float(bool(g) and g <= id_sets[c])
@@ -58,8 +58,8 @@ def gold_rows(gold: Sequence[Sequence[str]], dictionary_ids: Sequence[Sequence[s
         for i in ids:
             rows_of.setdefault(i, []).append(j)
     out = []
-    for g in gold:
-        g = set(g)
+    for query_gold in gold:
+        g = set(query_gold)
         first = rows_of.get(next(iter(g)), []) if g else []
         out.append(np.array([j for j in first if g <= set(dictionary_ids[j])], dtype=np.int64))
     return out
@@ -72,10 +72,13 @@ def add_gold_positives(candidates: np.ndarray, labels: np.ndarray, rows: Sequenc
     many queries got one; queries whose gold no dictionary name carries stay without."""
     out = candidates.copy()
     added = 0
-    for i in np.flatnonzero(labels.sum(1) == 0):
+    for i in map(int, np.flatnonzero(labels.sum(1) == 0)):
         if not len(rows[i]):
             continue
-        best = rows[i][0] if dense_queries is None else rows[i][int(np.argmax(dense_dictionary[rows[i]] @ dense_queries[i]))]
+        if dense_queries is None or dense_dictionary is None:
+            best = rows[i][0]
+        else:
+            best = rows[i][int(np.argmax(dense_dictionary[rows[i]] @ dense_queries[i]))]
         out[i, -1] = best
         added += 1
     return out, added
@@ -98,7 +101,7 @@ class CandidateRetriever:
     def candidates(self, dense_queries: np.ndarray | None, dense_dictionary: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(indices [n_q, topk], sparse scores [n_q, topk]) for this epoch."""
         dense_idx = None
-        if self.n_dense and dense_queries is not None:
+        if self.n_dense and dense_queries is not None and dense_dictionary is not None:
             dense_idx, _ = dense_topk(dense_queries, dense_dictionary, self.topk)
         idx = merge_candidates(self.sparse_idx, dense_idx, self.topk, self.n_sparse)
         return idx, self.sparse_scores(idx)

@@ -19,7 +19,7 @@ def marginal_nll(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     n = int(has_positive.sum())
     if n == 0:
         return scores.sum() * 0.0, 0
-    s, l = scores[has_positive], labels[has_positive]
-    positive = s.masked_fill(l <= 0, float("-inf"))
+    s, lab = scores[has_positive], labels[has_positive]
+    positive = s.masked_fill(lab <= 0, float("-inf"))
     loss = torch.logsumexp(s, dim=-1) - torch.logsumexp(positive, dim=-1)
     return loss.mean(), n

@@ -26,9 +26,9 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -135,7 +135,8 @@ class PairSampler:
             raise ValueError("pre-training needs at least two concepts with two or more names")
         self.batch = min(batch_size, len(self.sets))
         self.n_mention = min(round(mention_share * self.batch), len(self.with_mentions))
-        self.neighbours, self.group = None, 0
+        self.neighbours: np.ndarray | None = None
+        self.group = 0
 
     def group_neighbours(self, neighbours: np.ndarray, group: int) -> None:
         """Draw groups of `group` concepts: `neighbours[i]` lists set i's nearest sets (`nearest_sets`)."""
@@ -144,7 +145,7 @@ class PairSampler:
         self.neighbours, self.group = neighbours, group
 
     def _set_indices(self, rng: np.random.Generator, n: int) -> list[int]:
-        if self.group <= 1:
+        if self.group <= 1 or self.neighbours is None:
             return [int(c) for c in rng.choice(len(self.sets), size=n, replace=False)]
         chosen: dict[int, None] = {}
         while len(chosen) < n:
@@ -219,7 +220,7 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
                                       "seconds": round(time.perf_counter() - started, 1)}) + "\n")
                 log.flush()
     encoder.model.eval()
-    model._fingerprint = None
+    model.weights_changed()
     summary = {"config": asdict(config), "synonym_sets": len(sampler.sets), "concepts_with_mentions": len(sampler.with_mentions),
                "first_loss": round(float(np.mean(losses[:20])), 4),
                "last_loss": round(float(np.mean(losses[-20:])), 4), "seconds": round(time.perf_counter() - started, 1),
@@ -229,7 +230,7 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
 
         if model.sparse_encoder is None:
             model.fit_sparse(vocabulary)
-        base = getattr(model, "base_model", None)
-        model.save_pretrained(output_dir, extra={"pretraining": summary, "base_model": base})
-        write_model_card(Path(output_dir), {"pretraining": summary, "stage": "synonym pre-training only (no BioSyn fine-tuning)", **({"base_model": base} if base else {})})
+        model.save_pretrained(output_dir, extra={"pretraining": summary})
+        write_model_card(Path(output_dir), {"pretraining": summary, "stage": "synonym pre-training only (no BioSyn fine-tuning)",
+                                            **({"base_model": model.base_model} if model.base_model else {})})
     return summary

@@ -9,8 +9,8 @@ vocabulary alone.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from ..data.records import Query, Vocabulary
 
@@ -61,7 +61,7 @@ def corpus_training_queries(corpus: str, splits: Sequence[str], *, data_dir: str
     from ..data.locate import corpus as corpus_files, data_file
     from ..data.pubtator import read_pubtator
     from ..data.vocabularies import load_vocabulary
-    from ..evaluation.protocol import corpus_preprocessor
+    from ..preprocess.corpus import corpus_preprocessor
     from ..preprocess.pipeline import build_dictionary
 
     files = corpus_files(corpus)

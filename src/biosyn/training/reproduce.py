@@ -5,67 +5,91 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..data.atomic import atomic_write
+from .pretrain import PretrainConfig
+from .trainer import TrainConfig
 
 
-def reproduce(args, command: str) -> dict:
+@dataclass
+class ReproduceConfig:
+    """Everything `reproduce` needs; `train.seed`, `train.max_length` and `train.bf16` also apply to
+    loading the base model and to pre-training."""
+
+    corpus: str = "ncbi-disease"
+    output: str | None = None  # default runs/<corpus>
+    data_dir: str | None = None
+    vocabulary: str | None = None  # default: the corpus's
+    model: str = "minilm"  # a model spec (`biosyn.model.specs`)
+    pooling: str | None = None
+    similarity: str = "cosine"
+    scale: float = 20.0
+    device: str | None = None
+    seeds: list[int] | None = None  # one run per seed, then a model soup; default [train.seed]
+    pretrain: PretrainConfig | None = field(default_factory=PretrainConfig)  # None: no synonym pre-training
+    pretrain_mentions: bool = False  # pre-training also pairs the train+dev mentions with their concepts' names
+    train: TrainConfig = field(default_factory=TrainConfig)
+    progress: bool = True
+
+
+def reproduce(config: ReproduceConfig, command: str) -> dict:
     import numpy
     import torch
     import transformers
 
-    from .. import __version__
+    from .._version import __version__
     from ..evaluation.evaluate import run_evaluation
     from ..evaluation.protocol import load_benchmark
     from ..model.biosyn import BioSyn
-    from .cli import _train_config, load_base
+    from ..model.specs import load_model
     from .model_card import write_model_card
-    from .pretrain import PretrainConfig, pretrain
+    from .plot import PLOT_FILE, plot_history
+    from .pretrain import pretrain
+    from .progress import LOG_FILE
     from .queries import corpus_training_queries
     from .soup import soup
-    from .trainer import MODEL_DIR, Trainer, plot_history
+    from .trainer import MODEL_DIR, Trainer
 
+    args, train = config, config.train
     output = Path(args.output or f"runs/{args.corpus}")
     output.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     selection, vocab, dictionary, preprocessor = corpus_training_queries(args.corpus, ["train", "dev"], data_dir=args.data_dir,
                                                                          vocabulary=args.vocabulary)
-    model = load_base(args.model, pooling=args.pooling, max_length=args.max_length, similarity=args.similarity, scale=args.scale,
-                      device=args.device)
+    model = load_model(args.model, pooling=args.pooling, max_length=train.max_length, similarity=args.similarity,
+                       scale=args.scale, device=args.device)
     device = model.encoder.device
     seconds["prepare"] = round(time.perf_counter() - started, 1)
     pre_summary = None
-    if not args.no_pretrain:
+    if args.pretrain is not None:
         t = time.perf_counter()
-        pconfig = PretrainConfig(steps=args.pretrain_steps, batch_size=args.pretrain_batch_size, lr=args.pretrain_lr,
-                                 max_length=args.max_length, bf16=not args.no_bf16, seed=args.seed,
-                                 mention_share=args.pretrain_mention_share, neighbours=args.pretrain_neighbours)
-        pre_summary = pretrain(model, vocab, pconfig, preprocessor=preprocessor, progress=not args.quiet,
+        pconfig = replace(args.pretrain, max_length=train.max_length, bf16=train.bf16, seed=train.seed)
+        pre_summary = pretrain(model, vocab, pconfig, preprocessor=preprocessor, progress=args.progress,
                                mentions=selection.queries if args.pretrain_mentions else (),
-                               log_path=output / "train_log.jsonl")
+                               log_path=output / LOG_FILE)
         seconds["pretrain"] = round(time.perf_counter() - t, 1)
-    seeds = list(dict.fromkeys(args.seeds or [args.seed]))
+    seeds = list(dict.fromkeys(args.seeds or [train.seed]))
     card = {"base_model": model.base_model, "corpus": args.corpus, "splits": ["train", "dev"], "command": command,
             "similarity": f"{model.similarity} (scale {model.scale})", "pretraining": pre_summary}
     benchmark = load_benchmark(args.corpus, "test", data_dir=args.data_dir, vocabulary=args.vocabulary, preprocessor=preprocessor)
 
     def test_figures(folder: Path) -> dict:
         final = BioSyn.from_pretrained(folder, device=args.device)  # what was saved is what is measured
-        final.build_index(benchmark.dictionary, benchmark.vocabulary, progress=not args.quiet)
+        final.build_index(benchmark.dictionary, benchmark.vocabulary, progress=args.progress)
         return run_evaluation(final, benchmark, k=5, mode="hybrid").result.summary()
 
     start = {k: v.detach().clone() for k, v in model.encoder.model.state_dict().items()}
-    runs = []
+    runs: list[dict] = []
     for seed in seeds:
         t = time.perf_counter()
         model.encoder.model.load_state_dict(start)  # every seed starts from the pre-trained weights
-        model._fingerprint = None
+        model.weights_changed()
         folder = output if len(seeds) == 1 else output / "seeds" / f"seed-{seed}"
-        trainer = Trainer(model, selection.queries, dictionary, vocab, replace(_train_config(args), seed=seed), folder,
-                          progress=not args.quiet,
+        trainer = Trainer(model, selection.queries, dictionary, vocab, replace(train, seed=seed), folder,
+                          progress=args.progress,
                           card={**card, "stage": f"BioSyn fine-tuning, seed {seed}"})
         state = trainer.train(command)
         seconds[f"train_seed_{seed}"] = round(time.perf_counter() - t, 1)
@@ -100,6 +124,6 @@ def reproduce(args, command: str) -> dict:
     }
     with atomic_write(output / "results.json") as out:
         json.dump(result, out, indent=2)
-    plot_history(state.history, output / "training.png", title=f"{args.corpus}: train+dev, test Acc@1 {test['acc']['acc@1']}"
+    plot_history(state.history, output / PLOT_FILE, title=f"{args.corpus}: train+dev, test Acc@1 {test['acc']['acc@1']}"
                  + (f" (soup of {len(seeds)})" if len(seeds) > 1 else ""))
     return result

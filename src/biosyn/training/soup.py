@@ -9,7 +9,7 @@ pooling, similarity, scale and sparse encoder (the vocabulary's TF-IDF), which i
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -29,7 +29,8 @@ def average_models(models: Sequence[BioSyn]) -> BioSyn:
         if not same:
             raise ValueError(f"model {i} differs from model 1 in similarity, scale, pooling or max length")
         if (m.sparse_encoder is None) != (first.sparse_encoder is None) or (
-                m.sparse_encoder is not None and sparse_fingerprint(m.sparse_encoder) != sparse_fingerprint(first.sparse_encoder)):
+                m.sparse_encoder is not None and first.sparse_encoder is not None
+                and sparse_fingerprint(m.sparse_encoder) != sparse_fingerprint(first.sparse_encoder)):
             raise ValueError(f"model {i} has another sparse encoder than model 1")
     states = [m.encoder.model.state_dict() for m in models]
     if any(s.keys() != states[0].keys() or any(s[k].shape != states[0][k].shape for k in s) for s in states[1:]):
@@ -42,7 +43,7 @@ def average_models(models: Sequence[BioSyn]) -> BioSyn:
             averaged[name] = tensor.clone()
     first.encoder.model.load_state_dict(averaged)
     first.sparse_weight = float(sum(m.sparse_weight for m in models) / len(models))
-    first._fingerprint = None
+    first.weights_changed()
     return first
 
 

@@ -15,40 +15,35 @@ embedding made for the dev evaluation at the end of an epoch is reused for the n
 retrieval, so each epoch embeds the names once.
 
 After every epoch the model folder (`<output>/model`) and the trainer state
-(`<output>/trainer_state`: optimizer tensors as safetensors, the rest JSON) are replaced;
-`resume()` continues from the last finished epoch. Each epoch's shuffle and dropout are
+(`<output>/trainer_state`: optimizer tensors as safetensors, the rest JSON) are replaced
+(`checkpoints.py`); `load_state()` continues from the last finished epoch. Each epoch's shuffle and dropout are
 seeded from (seed, epoch), so a resumed run reproduces an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.atomic import atomic_dir
 from ..data.records import Dictionary, Vocabulary
 from ..model.biosyn import BioSyn
+from ..search.scoring import hybrid
 from .candidates import CandidateRetriever, add_gold_positives, candidate_labels, gold_rows
+from .checkpoints import MODEL_DIR, Checkpoints, TrainerState
 from .loss import marginal_nll
+from .plot import PLOT_FILE, plot_history
+from .progress import TrainingLog
 from .queries import TrainingQuery
-from .state import STATE_FILE, load_optimizer, save_optimizer, write_json
 
-log = logging.getLogger(__name__)
-
-MODEL_DIR = "model"
-STATE_DIR = "trainer_state"
-LOG_FILE = "train_log.jsonl"
-PLOT_FILE = "training.png"
+__all__ = ["MODEL_DIR", "TrainConfig", "Trainer", "TrainerState"]
 
 
 @dataclass
@@ -75,13 +70,6 @@ class TrainConfig:
     max_steps: int | None = None  # per epoch, for probes and tests
 
 
-@dataclass
-class TrainerState:
-    epoch: int = 0  # finished epochs
-    step: int = 0  # optimiser steps so far
-    history: list = field(default_factory=list)  # one dict per finished epoch
-
-
 class Trainer:
     def __init__(self, model: BioSyn, queries: Sequence[TrainingQuery], dictionary: Dictionary, vocabulary: Vocabulary,
                  config: TrainConfig, output_dir: str | os.PathLike, *, dev=None, progress: bool = True,
@@ -95,16 +83,15 @@ class Trainer:
         self.dictionary, self.vocabulary = dictionary, vocabulary
         self.output = Path(output_dir)
         self.progress = progress
-        self.card = card or {}
+        self.checkpoints = Checkpoints(self.output, card)
+        self.log = TrainingLog(self.output, echo=progress)
         self.state = TrainerState()
         torch.manual_seed(config.seed)
-        model.encoder.max_length = config.max_length
-        model.embed_options.update(batch_size=config.embed_batch_size, bf16=config.bf16)
-        if model.sparse_encoder is None:
-            model.fit_sparse(vocabulary)
+        model.configure(max_length=config.max_length)
+        model.configure_embedding(batch_size=config.embed_batch_size, bf16=config.bf16)
         self.names = dictionary.names
         self.ids = dictionary.ids
-        sparse = model.sparse_encoder
+        sparse = model.sparse_encoder or model.fit_sparse(vocabulary)
         self.retriever = CandidateRetriever(sparse.transform([q.text for q in self.queries]), sparse.transform(self.names),
                                             topk=config.topk, dense_ratio=config.dense_ratio)
         self.device = model.encoder.device
@@ -142,7 +129,10 @@ class Trainer:
 
     def _raw_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Raw pooled vectors of `texts` for the current weights, reusing this step's cache."""
-        rows, matrix = ({}, None) if self._cache is None or self._cache[0] != self.state.step else self._cache[1:]
+        rows: dict[str, int] = {}
+        matrix: np.ndarray | None = None
+        if self._cache is not None and self._cache[0] == self.state.step:
+            _, rows, matrix = self._cache
         missing = [t for t in dict.fromkeys(texts) if t not in rows]
         if missing:
             enc = self.model.encoder
@@ -151,6 +141,7 @@ class Trainer:
             matrix = new if matrix is None else np.vstack([matrix, new])
             rows = {**rows, **{t: start + i for i, t in enumerate(missing)}}
             self._cache = (self.state.step, rows, matrix)
+        assert matrix is not None  # texts is not empty
         return matrix[[rows[t] for t in texts]]
 
     # -- one step --------------------------------------------------------------------------
@@ -179,11 +170,7 @@ class Trainer:
                 q = self._encode(query_texts).float()
                 c = self._encode(flat).float()
         c = c.view(len(query_texts), -1, c.shape[-1])
-        if self.model.similarity == "cosine":
-            q = torch.nn.functional.normalize(q, dim=-1) * self.model.scale
-            c = torch.nn.functional.normalize(c, dim=-1)
-        dense = torch.einsum("bh,bkh->bk", q, c)
-        return dense + self.sparse_weight * sparse
+        return hybrid(self.model.scorer.dense_torch(q, c), sparse, self.sparse_weight)
 
     def step(self, batch: np.ndarray, candidates: np.ndarray, sparse: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         scores = self.batch_scores([self.queries[i].text for i in batch],
@@ -206,8 +193,8 @@ class Trainer:
         self.model.encoder.model.eval()
         dense_q = dense_d = None
         if self.retriever.n_dense:
-            dense_d = self.model.similarity_vectors(self._raw_vectors(self.names))
-            dense_q = self.model.similarity_vectors(self._raw_vectors([q.text for q in self.queries]), queries=True)
+            dense_d = self.model.scorer.vectors(self._raw_vectors(self.names))
+            dense_q = self.model.scorer.vectors(self._raw_vectors([q.text for q in self.queries]), queries=True)
         cand, sparse = self.retriever.candidates(dense_q, dense_d)
         gold = [q.gold for q in self.queries]
         labels = candidate_labels(gold, cand, self.ids)
@@ -247,31 +234,29 @@ class Trainer:
                     rate = (b + 1) * cfg.batch_size / (time.perf_counter() - t1)
                     bar.set_postfix(loss=f"{loss:.4f}", w=f"{float(self.sparse_weight.detach()):.3f}", q_s=f"{rate:.1f}")
                     if cfg.log_every and (b + 1) % cfg.log_every == 0:
-                        self._log({"event": "step", "epoch": epoch, "step": self.state.step, "loss": round(loss, 6),
+                        self.log.write({"event": "step", "epoch": epoch, "step": self.state.step, "loss": round(loss, 6),
                                    "sparse_weight": round(float(self.sparse_weight.detach()), 6),
                                    "seconds": round(time.perf_counter() - t1, 2)})
             t_train = time.perf_counter() - t1
             self.model.encoder.model.eval()
             self.model.sparse_weight = float(self.sparse_weight.detach())
-            self.model._fingerprint = None
+            self.model.weights_changed()
+            seconds = {"retrieve": round(t_retrieve, 1), "train": round(t_train, 1),
+                       "per_step": round(t_train / max(len(batches), 1), 3)}
             record = {"epoch": epoch, "step": self.state.step, "loss": round(float(np.mean(losses)), 6) if losses else None,
                       "queries_with_positive": used, "queries_without_positive": no_positive,
                       "sparse_weight": round(self.model.sparse_weight, 6),
-                      "seconds": {"retrieve": round(t_retrieve, 1), "train": round(t_train, 1),
-                                  "per_step": round(t_train / max(len(batches), 1), 3)}}
+                      "seconds": seconds}
             if self.dev is not None:
                 t2 = time.perf_counter()
                 record["dev"] = self.evaluate(self.dev)
-                record["seconds"]["dev"] = round(time.perf_counter() - t2, 1)
+                seconds["dev"] = round(time.perf_counter() - t2, 1)
             self.state.epoch = epoch
             self.state.history.append(record)
             t3 = time.perf_counter()
             self.save(command)
-            record["seconds"]["save"] = round(time.perf_counter() - t3, 1)
-            self._log({"event": "epoch", **record})
-            log.info("epoch %d: %s", epoch, record)
-            if self.progress:
-                print(json.dumps(record), flush=True)
+            seconds["save"] = round(time.perf_counter() - t3, 1)
+            self.log.epoch(record)
             self.plot()
         return self.state
 
@@ -283,35 +268,27 @@ class Trainer:
         model = self.model
         model.encoder.model.eval()
         bf16 = self.config.bf16 if self.config.eval_bf16 is None else self.config.eval_bf16
-        if bf16 == self.config.bf16:
-            matrix = self.model.similarity_vectors(self._raw_vectors(benchmark.dictionary.names))
-        else:
-            model.embed_options["bf16"] = bf16
-            matrix = model.embed(benchmark.dictionary.names, progress=self.progress)
-        model.embed_options["bf16"] = bf16
-        model.index = NameIndex.build(benchmark.dictionary, model.sparse_encoder, matrix, list(benchmark.vocabulary),
-                                      {"model_fingerprint": model.fingerprint, "similarity": model.similarity})
-        evaluation = run_evaluation(model, benchmark, k=k, mode="hybrid")
-        model.index = None
-        model.embed_options["bf16"] = self.config.bf16
+        # The dev index and precision are borrowed for this evaluation only, whatever happens in it.
+        index, options = model.index, model.embed_options
+        try:
+            model.configure_embedding(bf16=bf16)
+            if bf16 == self.config.bf16:
+                matrix = model.scorer.vectors(self._raw_vectors(benchmark.dictionary.names))
+            else:
+                matrix = model.embed(benchmark.dictionary.names, progress=self.progress)
+            model.index = NameIndex.build(benchmark.dictionary, model.sparse_encoder, matrix, list(benchmark.vocabulary),
+                                          {"model_fingerprint": model.fingerprint, "similarity": model.similarity})
+            evaluation = run_evaluation(model, benchmark, k=k, mode="hybrid")
+        finally:
+            model.index = index
+            model.configure_embedding(batch_size=options.batch_size, bf16=options.bf16)
         return {"benchmark": benchmark.name, **evaluation.result.summary()}
 
-    # -- checkpoints -----------------------------------------------------------------------
+    # -- checkpoints (`checkpoints.py`), log (`progress.py`) and plot (`plot.py`) -----------------
 
     def save(self, command: str | None = None) -> Path:
-        """Replaces `<output>/trainer_state` then `<output>/model` (each written aside, then renamed)."""
-        from .model_card import write_model_card
-
-        fingerprint = self.model.fingerprint
-        with atomic_dir(self.output / STATE_DIR) as state_tmp:
-            save_optimizer(self.optimizer, state_tmp, {"sparse_weight": self.sparse_weight.detach()})
-            write_json(state_tmp / STATE_FILE, {"format": "biosyn.trainer_state", "version": 1, **asdict(self.state),
-                                                "config": asdict(self.config), "model_fingerprint": fingerprint})
-        training = self.training_record(command)
-        with atomic_dir(self.output / MODEL_DIR) as model_tmp:
-            self.model.save_pretrained(model_tmp, extra={"training": training, "base_model": getattr(self.model, "base_model", self.card.get("base_model"))})
-            write_model_card(model_tmp, {**self.card, "training": training, "command": command or self.card.get("command")})
-        return self.output / MODEL_DIR
+        return self.checkpoints.save(self.model, self.optimizer, self.sparse_weight, self.state, asdict(self.config),
+                                     self.training_record(command), command)
 
     def training_record(self, command: str | None = None) -> dict:
         """What a saved model folder and its card record about this training."""
@@ -320,50 +297,8 @@ class Trainer:
 
     def load_state(self, directory: str | os.PathLike | None = None) -> None:
         """Restores the optimizer, sparse weight and counters saved by `save` (the model is loaded by the caller)."""
-        directory = Path(directory or self.output / STATE_DIR)
-        meta = json.loads((directory / STATE_FILE).read_text())
-        if meta.get("model_fingerprint") != self.model.fingerprint:
-            raise ValueError(f"{directory} does not belong to the model being resumed (fingerprints differ); "
-                             "the last save was interrupted: start again or resume from a copy")
-        extra = load_optimizer(self.optimizer, directory)
-        with torch.no_grad():
-            self.sparse_weight.copy_(extra["sparse_weight"])
+        self.state = self.checkpoints.load(self.model, self.optimizer, self.sparse_weight, directory)
         self.model.sparse_weight = float(self.sparse_weight.detach())
-        self.state = TrainerState(meta["epoch"], meta["step"], meta["history"])
-
-    # -- log and plot ----------------------------------------------------------------------
-
-    def _log(self, record: dict) -> None:
-        with open(self.output / LOG_FILE, "a", encoding="utf-8") as out:
-            out.write(json.dumps({"time": round(time.time(), 1), **record}) + "\n")
 
     def plot(self, path: str | os.PathLike | None = None) -> Path:
         return plot_history(self.state.history, path or self.output / PLOT_FILE)
-
-
-def plot_history(history: list[dict], path: str | os.PathLike, title: str = "BioSyn training") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [h["loss"] if h["loss"] is not None else math.nan for h in history], "o-", color="tab:red", label="loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss", color="tab:red")
-    ax.set_xticks(epochs)
-    dev = [h for h in history if h.get("dev")]
-    if dev:
-        ax2 = ax.twinx()
-        for key, style in (("acc@1", "s-"), ("acc@5", "^-")):
-            ax2.plot([h["epoch"] for h in dev], [h["dev"]["acc"][key] for h in dev], style, label=f"dev {key}")
-        ax2.set_ylabel("dev accuracy (%)")
-        ax2.legend(loc="lower right")
-    ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-

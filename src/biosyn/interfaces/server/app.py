@@ -31,13 +31,13 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException
 
+from ...annotation.annotator import LinkedMention, linked_document
 from ...data.bioc import bioc_collection
 from ...data.errors import FormatError, SpanError
 from ...data.ids import normalize_id
 from ...data.pubtator import format_pubtator, parse_pubtator
 from ...data.records import Document, Mention
-from ...search.index import MODES
-from ...annotation.annotator import LinkedMention, linked_document
+from ...search.scoring import MODES, Mode
 from ..annotate_files import mention_json
 from ..normalize_files import result_json
 
@@ -87,7 +87,6 @@ def error_response(status: int, code: str, message: str, **headers: str) -> JSON
 
 # -- request and response bodies ------------------------------------------------------------
 
-Mode = Literal["hybrid", "dense", "sparse"]
 
 
 def _unicode(value: str) -> str:
@@ -237,8 +236,9 @@ class MicroBatcher:
         self._worker = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        self._worker.cancel()
-        await asyncio.gather(self._worker, return_exceptions=True)
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
 
     async def normalize(self, mentions: list[str], texts: list[str | None], k: int, mode: str | None,
                         timeout_s: float | None = None) -> list:
@@ -513,7 +513,7 @@ def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str
         if app.state.tagging is not None:
             app.state.tagging.stop()
 
-    app = FastAPI(title="biosyn", version=_version("biosyn"), lifespan=lifespan,
+    app = FastAPI(title="biosyn", version=_version("biosyn") or "unknown", lifespan=lifespan,
                   description="Biomedical entity normalisation with BioSyn: mentions → ranked concept IDs.")
     app.add_middleware(Shed, paths=("/normalize", "/annotate"))
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)  # outside Shed: the body is read, the connection kept
@@ -607,6 +607,7 @@ def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str
             docs = _pubtator_documents(body.pubtator)
             to_find = [i for i, d in enumerate(docs) if body.find or not d.mentions]
         else:
+            assert body.documents is not None  # exactly one of the two, checked above
             docs = _json_documents(body.documents)
             to_find = [i for i, d in enumerate(body.documents) if body.find or d.mentions is None]
         if len(docs) > limits.max_documents:

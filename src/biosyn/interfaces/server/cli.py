@@ -60,6 +60,6 @@ def server_config(app, limits: Limits, **options):
     from .protocol import protocol
 
     # uvicorn's own start-up lines say where it listens; access logs would cost throughput.
-    return uvicorn.Config(app, **options, access_log=False, timeout_keep_alive=limits.keep_alive_s,
+    return uvicorn.Config(app, **options, access_log=False, timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type]  # uvicorn takes a float
                           h11_max_incomplete_event_size=limits.max_header_bytes,
                           http=protocol(receive_timeout_s=limits.receive_timeout_s, max_connections=limits.max_connections))

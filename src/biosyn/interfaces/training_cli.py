@@ -1,7 +1,8 @@
 """`biosyn train`, `biosyn pretrain` and `biosyn reproduce`: parsers and commands for the main CLI.
 
 The main CLI adds these with `add_parsers(subparsers)` and dispatches `COMMANDS[args.command](args)`.
-`python -m biosyn.training.cli ...` runs them on their own.
+`python -m biosyn.interfaces.training_cli ...` runs them on their own. Parsing ends here: the
+training layer gets config objects (`TrainConfig`, `PretrainConfig`, `ReproduceConfig`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..data.locate import CORPORA
+from ..search.scoring import SIMILARITIES
 
 DEVICE_HELP = "torch device for the encoder, e.g. cpu, cuda, cuda:1 (default: cuda when there is one, else cpu)"
 BASE_HELP = "base encoder: 'minilm' (the packaged all-MiniLM-L6-v2), a biosyn model folder (e.g. `biosyn pretrain` output) or a transformers folder"
@@ -33,7 +35,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--similarity", choices=("dot", "cosine"), default="cosine",
+    p.add_argument("--similarity", choices=SIMILARITIES, default="cosine",
                    help="dense score: BioSyn's inner product, or cosine × --scale (default cosine)")
     p.add_argument("--scale", type=float, default=20.0, help="cosine scale (default 20)")
     p.add_argument("--epochs", type=int, default=2)
@@ -114,36 +116,17 @@ def _add_soup_parser(subparsers) -> None:
     soup.add_argument("--output", required=True, help="folder for the averaged model")
 
 
-def load_base(spec: str, *, pooling: str | None, max_length: int, similarity: str | None = None, scale: float | None = None,
-              device: str | None = None):
-    from ..model.presets import MINILM, minilm_path
-    from ..model.biosyn import CONFIG_FILE, BioSyn
+def _load_base(args):
+    from ..model.specs import load_model
 
-    if spec == "minilm":
-        model = BioSyn.from_encoder(minilm_path(), pooling=pooling or MINILM["pooling"], max_length=max_length,
-                                    similarity=MINILM["similarity"], scale=MINILM["scale"], device=device)
-        model.base_model = "sentence-transformers/all-MiniLM-L6-v2"
-    elif (Path(spec) / CONFIG_FILE).exists():
-        model = BioSyn.from_pretrained(spec, device=device)
-        cfg = json.loads((Path(spec) / CONFIG_FILE).read_text())
-        model.base_model = cfg.get("base_model", spec)
-        if pooling:
-            model.encoder.pooling = pooling
-    else:
-        model = BioSyn.from_encoder(spec, pooling=pooling, max_length=max_length, device=device)
-        model.base_model = spec
-    model.encoder.max_length = max_length
-    if similarity:
-        model.similarity = similarity
-    if scale is not None:
-        model.scale = float(scale)
-    return model
+    return load_model(args.model, pooling=args.pooling, max_length=args.max_length, similarity=getattr(args, "similarity", None),
+                      scale=getattr(args, "scale", None), device=args.device)
 
 
-def _train_config(args, epochs: int | None = None):
-    from .trainer import TrainConfig
+def _train_config(args):
+    from ..training.trainer import TrainConfig
 
-    return TrainConfig(epochs=epochs or args.epochs, batch_size=args.batch_size, lr=args.lr, sparse_lr=args.sparse_lr,
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse_lr=args.sparse_lr,
                        schedule=args.schedule, warmup=args.warmup,
                        sparse_weight_init=args.sparse_weight_init, topk=args.topk, dense_ratio=args.dense_ratio, add_gold=args.add_gold,
                        max_length=args.max_length, seed=args.seed, bf16=not args.no_bf16, fast=not args.slow,
@@ -157,8 +140,10 @@ def _command_line() -> str:
 def cmd_train(args) -> int:
     from ..evaluation.protocol import load_benchmark
     from ..model.biosyn import BioSyn
-    from .queries import corpus_training_queries
-    from .trainer import MODEL_DIR, Trainer
+    from ..training.plot import PLOT_FILE
+    from ..training.progress import LOG_FILE
+    from ..training.queries import corpus_training_queries
+    from ..training.trainer import MODEL_DIR, Trainer
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     output = Path(args.output)
@@ -172,10 +157,9 @@ def cmd_train(args) -> int:
         if not (output / MODEL_DIR / "biosyn.json").exists():
             raise FileNotFoundError(f"{output / MODEL_DIR}: nothing to resume")
         model = BioSyn.from_pretrained(output / MODEL_DIR, device=args.device)
-        model.base_model = json.loads((output / MODEL_DIR / "biosyn.json").read_text()).get("base_model", args.model)
+        model.base_model = model.base_model or args.model
     else:
-        model = load_base(args.model, pooling=args.pooling, max_length=args.max_length, similarity=args.similarity, scale=args.scale,
-                          device=args.device)
+        model = _load_base(args)
     card = {"base_model": model.base_model, "corpus": args.corpus, "splits": splits, "similarity": f"{model.similarity} (scale {model.scale})",
             "command": _command_line()}
     trainer = Trainer(model, selection.queries, dictionary, vocab, _train_config(args), output, dev=dev,
@@ -184,16 +168,16 @@ def cmd_train(args) -> int:
         trainer.load_state()
         print(f"resuming after epoch {trainer.state.epoch}")
     state = trainer.train(card["command"])
-    print(f"model: {output / MODEL_DIR}  (epochs {state.epoch}, log {output / 'train_log.jsonl'}, plot {output / 'training.png'})")
+    print(f"model: {output / MODEL_DIR}  (epochs {state.epoch}, log {output / LOG_FILE}, plot {output / PLOT_FILE})")
     return 0
 
 
 def cmd_pretrain(args) -> int:
-    from ..evaluation.protocol import corpus_preprocessor
     from ..data.locate import corpus as corpus_files
     from ..data.vocabularies import load_vocabulary
-    from .pretrain import PretrainConfig, pretrain
-    from .queries import corpus_training_queries
+    from ..preprocess.corpus import corpus_preprocessor
+    from ..training.pretrain import PretrainConfig, pretrain
+    from ..training.queries import corpus_training_queries
 
     mentions = ()
     if args.mentions:
@@ -203,7 +187,7 @@ def cmd_pretrain(args) -> int:
     else:
         vocab = load_vocabulary(args.vocabulary or corpus_files(args.corpus).vocabulary, data_dir=args.data_dir)
         preprocessor = corpus_preprocessor(args.corpus, args.data_dir)
-    model = load_base(args.model, pooling=args.pooling, max_length=args.max_length, device=args.device)
+    model = _load_base(args)
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
                             bf16=not args.no_bf16, seed=args.seed, mention_share=args.mention_share,
                             neighbours=args.neighbours)
@@ -214,18 +198,30 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-def cmd_reproduce(args) -> int:
-    from .reproduce import reproduce
+def reproduce_config(args):
+    from ..training.pretrain import PretrainConfig
+    from ..training.reproduce import ReproduceConfig
 
-    args.corpus = args.corpus_name
-    result = reproduce(args, command=_command_line())
+    pretrain = None if args.no_pretrain else PretrainConfig(
+        steps=args.pretrain_steps, batch_size=args.pretrain_batch_size, lr=args.pretrain_lr,
+        mention_share=args.pretrain_mention_share, neighbours=args.pretrain_neighbours)
+    return ReproduceConfig(corpus=args.corpus_name, output=args.output, data_dir=args.data_dir, vocabulary=args.vocabulary,
+                           model=args.model, pooling=args.pooling, similarity=args.similarity, scale=args.scale,
+                           device=args.device, seeds=args.seeds, pretrain=pretrain, pretrain_mentions=args.pretrain_mentions,
+                           train=_train_config(args), progress=not args.quiet)
+
+
+def cmd_reproduce(args) -> int:
+    from ..training.reproduce import reproduce
+
+    result = reproduce(reproduce_config(args), command=_command_line())
     print(json.dumps({k: result[k] for k in ("test", "seconds")}, indent=2))
     return 0
 
 
 def cmd_soup(args) -> int:
-    from .model_card import write_model_card
-    from .soup import soup
+    from ..training.model_card import write_model_card
+    from ..training.soup import soup
 
     if len(args.models) < 2:
         raise SystemExit("soup: give at least two model folders")
