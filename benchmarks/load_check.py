@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import random
 import socket
-import json
 import statistics
 import subprocess
 import sys

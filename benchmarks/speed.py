@@ -30,8 +30,8 @@ import torch
 from biosyn.encoders.dense import DenseEncoder
 from biosyn.evaluation.evaluate import run_evaluation
 from biosyn.evaluation.protocol import load_benchmark
-from biosyn.model.presets import MINILM, minilm_path
 from biosyn.model.biosyn import BioSyn
+from biosyn.model.presets import MINILM, minilm_path
 
 os.environ.setdefault("BIOSYN_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 

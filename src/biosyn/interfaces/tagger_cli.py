@@ -9,6 +9,8 @@ import sys
 import time
 
 from ..data.locate import CORPORA
+from ..data.records import Document
+from ..search.scoring import MODES
 from .loading import TAGGER_DEFAULT as DEFAULT_TAGGER
 
 
@@ -60,7 +62,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--from-predictions", help="score this PubTator file of annotated documents instead of running the models")
     ev.add_argument("--output", help="write the figures here (JSON)")
     ev.add_argument("--model", help="linker (as for `biosyn evaluate`; default: the trained model, else minilm)")
-    ev.add_argument("--mode", choices=("hybrid", "dense", "sparse"))
+    ev.add_argument("--mode", choices=MODES, help="the linker's scoring (default: hybrid when it has an encoder)")
     ev.add_argument("--bf16", action="store_true", help="bf16 autocast for the linker's embedding")
     _common(ev)
 
@@ -85,8 +87,10 @@ def read_split(corpus: str, split: str, data_dir=None):
 
     files = corpus_files(corpus)
     docs = read_pubtator(data_file(files.splits[split], data_dir), types=files.entity_types)
-    seen: set[str] = set()
-    return [d for d in docs if not (d.pmid in seen or seen.add(d.pmid))]
+    first: dict[str, Document] = {}
+    for d in docs:
+        first.setdefault(d.pmid, d)
+    return list(first.values())
 
 
 def cmd_tagger(args) -> int:
@@ -95,7 +99,6 @@ def cmd_tagger(args) -> int:
 
 def cmd_train(args) -> int:
     from ..data.atomic import atomic_dir
-    from ..data.records import Document
     from ..evaluation.annotation import span_scores
     from ..model.presets import minilm_path
     from ..ner.lexicon import Lexicon
@@ -116,6 +119,7 @@ def cmd_train(args) -> int:
     inference_overlap = TaggerOptions().overlap
 
     def dev_f1(t: DiseaseTagger) -> float:
+        assert dev is not None  # only called with a dev split
         found = t.tag([d.text for d in dev])
         return span_scores(dev, [Document(d.pmid, d.title, d.abstract, f) for d, f in zip(dev, found)]).f1
 
@@ -139,7 +143,6 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from ..data.atomic import atomic_write
     from ..data.pubtator import read_pubtator, write_pubtator
-    from ..data.records import Document
     from ..evaluation.annotation import document_concept_scores, mention_concept_scores, span_scores
     from ..evaluation.protocol import load_benchmark
 
@@ -152,8 +155,8 @@ def cmd_evaluate(args) -> int:
         found = read_pubtator(args.from_predictions)
         report["predictions"] = str(args.from_predictions)
     else:
-        from .loading import attach_index, load_model, load_tagger
         from ..annotation.annotator import Annotator
+        from .loading import attach_index, load_model, load_tagger
 
         tagger = load_tagger(args.tagger, tagger_overrides(args))
         blank = [Document(d.pmid, d.title, d.abstract) for d in gold]
@@ -163,6 +166,7 @@ def cmd_evaluate(args) -> int:
             report["seconds"]["tagger"] = round(time.perf_counter() - started, 2)
             found = [Document(d.pmid, d.title, d.abstract, s) for d, s in zip(blank, spans)]
         else:
+            assert benchmark is not None  # read unless --ner-only
             linker = load_model(args.model, bf16=args.bf16)
             attach_index(linker, benchmark.dictionary, benchmark.vocabulary, progress=not args.quiet)
             annotator = Annotator(tagger, linker, mode=args.mode)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -108,8 +108,9 @@ def train_tagger(tagger: DiseaseTagger, train_docs: Sequence[Document], config: 
         return max(0.0, (total - step) / max(1, total - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    record = {"config": asdict(config), "windows": len(examples), "documents": len(train_docs), "epochs": []}
-    best_score, best_state = -1.0, None
+    epochs: list[dict] = []
+    record: dict = {"config": asdict(config), "windows": len(examples), "documents": len(train_docs), "epochs": epochs}
+    best_score, best_state, best_epoch = -1.0, None, 0
     started = time.perf_counter()
     rng = random.Random(config.seed)
     for epoch in range(1, config.epochs + 1):
@@ -134,14 +135,14 @@ def train_tagger(tagger: DiseaseTagger, train_docs: Sequence[Document], config: 
             model.eval()
             entry["dev"] = round(float(evaluate(tagger)), 4)
             if entry["dev"] > best_score:
-                best_score, best_state = entry["dev"], copy.deepcopy(model.state_dict())
-        record["epochs"].append(entry)
+                best_score, best_state, best_epoch = entry["dev"], copy.deepcopy(model.state_dict()), epoch
+        epochs.append(entry)
         log.info("tagger epoch %s: %s", epoch, entry)
         if progress:
             tqdm.write(f"epoch {epoch}: {entry}")
     if best_state is not None:
         model.load_state_dict(best_state)
-        record["best_epoch"] = max(record["epochs"], key=lambda e: e["dev"])["epoch"]
+        record["best_epoch"] = best_epoch
         record["best_dev"] = best_score
     model.eval()
     record["seconds"] = round(time.perf_counter() - started, 1)
