@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import logging
 import sys
 import time
@@ -211,10 +210,9 @@ def cmd_evaluate(args) -> int:
         write_predictions(args.predictions, benchmark.queries, evaluation)
         print(f"predictions: {args.predictions}")
     if args.output:
-        from ..data.atomic import atomic_write
+        from ..data.atomic import write_json
 
-        with atomic_write(args.output) as out:
-            json.dump(report, out, indent=2)
+        write_json(args.output, report)
         print(f"figures: {args.output}")
     return 0
 

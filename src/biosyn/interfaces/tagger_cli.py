@@ -141,7 +141,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ..data.atomic import atomic_write
+    from ..data.atomic import write_json
     from ..data.pubtator import read_pubtator, write_pubtator
     from ..evaluation.annotation import document_concept_scores, mention_concept_scores, span_scores
     from ..evaluation.protocol import load_benchmark
@@ -186,8 +186,7 @@ def cmd_evaluate(args) -> int:
         write_pubtator(found, args.predictions)
         print(f"predictions: {args.predictions}")
     if args.output:
-        with atomic_write(args.output) as out:
-            json.dump(report, out, indent=2)
+        write_json(args.output, report)
         print(f"figures: {args.output}")
     return 0
 

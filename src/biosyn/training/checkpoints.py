@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..data.atomic import atomic_dir
+from ..data.atomic import atomic_dir, write_json
 from ..model.biosyn import BioSyn
-from .state import STATE_FILE, load_optimizer, save_optimizer, write_json
+from .state import STATE_FILE, load_optimizer, save_optimizer
 
 MODEL_DIR = "model"
 STATE_DIR = "trainer_state"

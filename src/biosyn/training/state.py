@@ -50,6 +50,3 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> dict[st
     return extra
 
 
-def write_json(path: Path, data: dict) -> None:
-    with atomic_write(path) as out:
-        json.dump(data, out, indent=2)
