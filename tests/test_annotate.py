@@ -220,3 +220,20 @@ def test_a_mention_without_a_match_gets_no_ids(index_dir):
     assert (breast.ids, breast.names) == (("D001943",), ("Breast Neoplasms",))
     assert format_pubtator(linked_document(Document("1", text), [none, breast])).splitlines()[2:] == [
         "1\t0\t3\t乳腺癌\tDisease\t-1", "1\t8\t21\tbreast cancer\tDisease\tD001943"]
+
+
+def test_min_score_drops_weakly_linked_found_spans_but_never_given_ones(index_dir, tagger, capsys):
+    assert annotate(index_dir, "--min-score", "0.7", LYNCH) == 0
+    out, _ = capsys.readouterr()
+    assert [line.split()[0] for line in out.splitlines()[2:]] == ["0-14", "16-21"]  # colorectal cancer (0.622) dropped
+
+    from biosyn.annotation.annotator import Annotator
+    from biosyn.data.records import Document, Mention
+    from biosyn.search.index import NameIndex
+
+    linker = BioSyn()
+    linker.use_index(NameIndex.load(index_dir))
+    given = Document("1", LYNCH, "", [Mention(30, 47, "colorectal cancer", "Disease")])
+    [kept] = Annotator(None, linker, min_score=0.7).annotate_documents([given])
+    assert [(m.start, m.end, m.ids) for m in kept.mentions] == [(30, 47, ("D009369",))]
+    assert loading.default_min_score(linker) is None and loading.default_min_score(linker, 0.5) == 0.5

@@ -65,11 +65,20 @@ class Annotator:
     mention spans can be annotated. Not thread-safe, like its parts.
     """
 
-    def __init__(self, tagger: DiseaseTagger | None, linker: BioSyn, *, mode: str | None = None):
+    def __init__(self, tagger: DiseaseTagger | None, linker: BioSyn, *, mode: str | None = None,
+                 min_score: float | None = None):
+        """`min_score`: a span the tagger found is kept only when every part's best link scores at
+        least this much (the linker's scale; given spans are always kept). None keeps them all."""
         if linker.index is None:
             raise ValueError("the linker has no index: build or attach one first")
-        self.tagger, self.linker, self.mode = tagger, linker, mode
+        self.tagger, self.linker, self.mode, self.min_score = tagger, linker, mode, min_score
         self.timings = Timings()
+
+    def confident(self, linked: list[LinkedMention]) -> list[LinkedMention]:
+        """The found mentions that `min_score` keeps."""
+        if self.min_score is None:
+            return linked
+        return [m for m in linked if m.scores and min(m.scores) >= self.min_score]
 
     def find(self, texts: Sequence[str]) -> list[list[Mention]]:
         if self.tagger is None:
@@ -94,7 +103,7 @@ class Annotator:
     def annotate(self, texts: Sequence[str]) -> list[list[LinkedMention]]:
         if isinstance(texts, str):
             raise TypeError("annotate takes a list of texts; wrap a single text in a list")
-        return self.link(texts, self.find(texts))
+        return [self.confident(ms) for ms in self.link(texts, self.find(texts))]
 
     def annotate_documents(self, docs: Sequence[Document], *, find: bool | None = None) -> list[Document]:
         """Copies of `docs` whose mentions carry concept IDs. Mentions are found by the tagger when
@@ -106,4 +115,5 @@ class Annotator:
             for i, found in zip(to_find, self.find([docs[i].text for i in to_find])):
                 spans[i] = found
         linked = self.link([d.text for d in docs], spans)
-        return [linked_document(d, ms) for d, ms in zip(docs, linked)]
+        tagged = set(to_find)
+        return [linked_document(d, self.confident(ms) if i in tagged else ms) for i, (d, ms) in enumerate(zip(docs, linked))]

@@ -197,8 +197,9 @@ def _annotate(annotator, sources: list[Source]) -> None:
     if to_find:
         for i, found in zip(to_find, annotator.find([texts[i] for i in to_find])):
             spans[i] = found
-    for s, linked in zip(sources, annotator.link(texts, spans)):
-        s.linked = linked
+    found = set(to_find)
+    for i, (s, linked) in enumerate(zip(sources, annotator.link(texts, spans))):
+        s.linked = annotator.confident(linked) if i in found else linked
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -271,6 +272,7 @@ def _table(sources: list[Source]) -> str:
 
 def add_annotate_parser(sub) -> argparse.ArgumentParser:
     from .cli import _data_options, _model_options  # here, not at import time: the main CLI imports this module
+    from .tagger_cli import MIN_SCORE_HELP
 
     p = sub.add_parser("annotate", help="find disease mentions in raw text and link each to a concept ID",
                        description="Tags disease mentions with the tagger, then normalises each with the model. Text "
@@ -285,6 +287,7 @@ def add_annotate_parser(sub) -> argparse.ArgumentParser:
                    help="default: from --output's suffix (.json BioC JSON, .jsonl JSONL, else PubTator); a table without --output")
     p.add_argument("--find", action="store_true", help="find mentions with the tagger even where the input has spans")
     p.add_argument("--tagger", help="tagger folder or hub id (default: $BIOSYN_TAGGER, else runs/ncbi-disease/tagger)")
+    p.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
     p.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file, when no --index is given")
     p.add_argument("--add-mentions", metavar="CORPUS:SPLITS", default=None,
                    help="also match a corpus's annotated mentions (default for MEDIC: ncbi-disease:train,dev when present)")
@@ -297,7 +300,7 @@ def add_annotate_parser(sub) -> argparse.ArgumentParser:
 
 def cmd_annotate(args) -> int:
     from ..annotation.annotator import Annotator
-    from .loading import load_linker, load_tagger
+    from .loading import default_min_score, load_linker, load_tagger
 
     if not args.texts and not args.input:
         raise ValueError("give texts as arguments or a file with --input")
@@ -307,7 +310,7 @@ def cmd_annotate(args) -> int:
     tagger = load_tagger(args.tagger) if any(s.doc is not None and s.spans is None for s in sources) else None
     linker = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, add_mentions=args.add_mentions,
                          data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16)
-    annotator = Annotator(tagger, linker, mode=args.mode)
+    annotator = Annotator(tagger, linker, mode=args.mode, min_score=default_min_score(linker, args.min_score))
     annotate_sources(annotator, sources, batch=args.batch_size)
     text = render(sources, fmt)
     if args.output:

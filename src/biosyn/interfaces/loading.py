@@ -16,6 +16,7 @@ from pathlib import Path
 from ..data.locate import ENV_CACHE
 from ..data.records import Dictionary, Vocabulary
 from ..model.biosyn import BioSyn, vocabulary_fingerprint
+from ..model.presets import MINILM_MIN_LINK_SCORE
 from ..model.specs import load_model
 from ..search.index import IndexMismatchError, NameIndex, fingerprint_dictionary, sparse_fingerprint
 
@@ -104,3 +105,11 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
         except OSError as error:  # read-only or full cache: the index in memory serves all the same
             log.warning("could not cache the index at %s (%s); going on without the cache", path, error.strerror or error)
     return index
+
+
+def default_min_score(linker: BioSyn, given: float | None = None) -> float | None:
+    """The link score a found span needs: `given`, else the packaged MiniLM's dev-chosen threshold,
+    else none (other linkers score on other scales)."""
+    if given is not None:
+        return given
+    return MINILM_MIN_LINK_SCORE if linker.spec == "minilm" else None

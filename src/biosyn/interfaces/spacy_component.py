@@ -28,35 +28,36 @@ for _name in ("kb_ents", "biosyn_concepts"):
 
 @Language.factory("biosyn", default_config={
     "tagger": None, "model": None, "index": None, "vocabulary": "medic-2012", "add_mentions": None, "data_dir": None,
-    "mode": None, "label": "Disease", "batch_size": 16,
+    "mode": None, "min_score": None, "label": "Disease", "batch_size": 16,
 })
 def make_biosyn(nlp: Language, name: str, tagger: str | None, model: str | None, index: str | None,
-                vocabulary: str, add_mentions: str | None, data_dir: str | None, mode: str | None, label: str,
-                batch_size: int) -> "BiosynComponent":
-    """`tagger`, `model`, `index`, `vocabulary`, `add_mentions`, `data_dir`, `mode` as in `biosyn annotate`
-    (null: the same defaults)."""
-    return BiosynComponent(name, tagger=tagger, model=model, index=index, vocabulary=vocabulary,
-                           add_mentions=add_mentions, data_dir=data_dir, mode=mode, label=label, batch_size=batch_size)
+                vocabulary: str, add_mentions: str | None, data_dir: str | None, mode: str | None,
+                min_score: float | None, label: str, batch_size: int) -> "BiosynComponent":
+    """`tagger`, `model`, `index`, `vocabulary`, `add_mentions`, `data_dir`, `mode`, `min_score` as in
+    `biosyn annotate` (null: the same defaults)."""
+    return BiosynComponent(name, tagger=tagger, model=model, index=index, vocabulary=vocabulary, add_mentions=add_mentions,
+                           data_dir=data_dir, mode=mode, min_score=min_score, label=label, batch_size=batch_size)
 
 
 class BiosynComponent:
     def __init__(self, name: str = "biosyn", *, tagger=None, model=None, index=None, vocabulary="medic-2012",
-                 add_mentions=None, data_dir=None, mode=None, label="Disease", batch_size=16, annotator=None):
+                 add_mentions=None, data_dir=None, mode=None, min_score=None, label="Disease", batch_size=16, annotator=None):
         self.name, self.label, self.batch_size = name, label, batch_size
         self._load = dict(tagger=tagger, model=model, index=index, vocabulary=vocabulary, add_mentions=add_mentions,
-                          data_dir=data_dir, mode=mode)
+                          data_dir=data_dir, mode=mode, min_score=min_score)
         self._annotator = annotator  # an Annotator to use instead of loading one
 
     @property
     def annotator(self):
         if self._annotator is None:
             from ..annotation.annotator import Annotator
-            from .loading import load_linker, load_tagger
+            from .loading import default_min_score, load_linker, load_tagger
 
             c = self._load
             linker = load_linker(c["model"], index=c["index"], vocabulary=c["vocabulary"], add_mentions=c["add_mentions"],
                                  data_dir=c["data_dir"])
-            self._annotator = Annotator(load_tagger(c["tagger"]), linker, mode=c["mode"])
+            self._annotator = Annotator(load_tagger(c["tagger"]), linker, mode=c["mode"],
+                                        min_score=default_min_score(linker, c["min_score"]))
         return self._annotator
 
     def __call__(self, doc: Doc) -> Doc:

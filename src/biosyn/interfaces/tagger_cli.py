@@ -13,6 +13,9 @@ from ..data.records import Document
 from ..search.scoring import MODES
 from .loading import TAGGER_DEFAULT as DEFAULT_TAGGER
 
+MIN_SCORE_HELP = ("keep a found span only when its link score reaches this (the linker's scale; default: 1.0 for the "
+                  "packaged MiniLM, chosen on NCBI dev; none for other linkers)")
+
 
 def add_parsers(sub) -> None:
     tagger = sub.add_parser("tagger", help="train and evaluate the disease tagger (NER) and text-to-IDs annotation")
@@ -62,6 +65,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--from-predictions", help="score this PubTator file of annotated documents instead of running the models")
     ev.add_argument("--output", help="write the figures here (JSON)")
     ev.add_argument("--model", help="linker (as for `biosyn evaluate`; default: the trained model, else minilm)")
+    ev.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
     ev.add_argument("--mode", choices=MODES, help="the linker's scoring (default: hybrid when it has an encoder)")
     ev.add_argument("--bf16", action="store_true", help="bf16 autocast for the linker's embedding")
     _common(ev)
@@ -156,7 +160,7 @@ def cmd_evaluate(args) -> int:
         report["predictions"] = str(args.from_predictions)
     else:
         from ..annotation.annotator import Annotator
-        from .loading import attach_index, load_model, load_tagger
+        from .loading import attach_index, default_min_score, load_model, load_tagger
 
         tagger = load_tagger(args.tagger, tagger_overrides(args))
         blank = [Document(d.pmid, d.title, d.abstract) for d in gold]
@@ -169,7 +173,8 @@ def cmd_evaluate(args) -> int:
             assert benchmark is not None  # read unless --ner-only
             linker = load_model(args.model, bf16=args.bf16)
             attach_index(linker, benchmark.dictionary, benchmark.vocabulary, progress=not args.quiet)
-            annotator = Annotator(tagger, linker, mode=args.mode)
+            annotator = Annotator(tagger, linker, mode=args.mode, min_score=default_min_score(linker, args.min_score))
+            report["min_score"] = annotator.min_score
             found = annotator.annotate_documents(blank, find=True)
             report["seconds"].update(tagger=round(annotator.timings.tagger, 2), linker=round(annotator.timings.linker, 2))
             gold_linked = Annotator(None, linker, mode=args.mode).annotate_documents(gold, find=False)

