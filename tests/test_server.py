@@ -838,3 +838,15 @@ def test_a_full_queue_sheds_before_parsing(client):  # defect 22
     finally:
         batcher.queued -= LIMITS.max_queued_mentions
     assert client.post("/normalize", json={"mentions": ["HNPCC"]}).status_code == 200
+
+
+def test_annotate_drops_weakly_linked_found_mentions_with_min_score():
+    from tiny import FakeTagger
+
+    text = "Lynch syndrome (HNPCC) raises colorectal cancer risk."
+    with TestClient(create_app(tiny_model(), FakeTagger(), limits=LIMITS, min_score=0.9)) as client:
+        found = client.post("/annotate", json={"documents": [{"id": "a", "text": text}]}).json()["documents"][0]
+        given = client.post("/annotate", json={"documents": [
+            {"id": "b", "text": text, "mentions": [{"start": 30, "end": 47}]}]}).json()["documents"][0]
+    assert [m["text"] for m in found["mentions"]] == ["Lynch syndrome", "HNPCC"]  # colorectal cancer links at 0.77
+    assert [(m["text"], m["ids"]) for m in given["mentions"]] == [("colorectal cancer", ["D003123"])]  # given: kept

@@ -48,6 +48,13 @@ def linked_document(doc: Document, linked: Sequence[LinkedMention]) -> Document:
     return Document(doc.pmid, doc.title, doc.abstract, [m.as_mention() for m in linked], list(doc.relations))
 
 
+def confident(linked: list[LinkedMention], min_score: float | None) -> list[LinkedMention]:
+    """The found mentions whose every part links with at least `min_score` (all of them for None)."""
+    if min_score is None:
+        return linked
+    return [m for m in linked if m.scores and min(m.scores) >= min_score]
+
+
 @dataclass
 class Timings:
     """Wall seconds spent in each stage, summed over calls."""
@@ -76,9 +83,7 @@ class Annotator:
 
     def confident(self, linked: list[LinkedMention]) -> list[LinkedMention]:
         """The found mentions that `min_score` keeps."""
-        if self.min_score is None:
-            return linked
-        return [m for m in linked if m.scores and min(m.scores) >= self.min_score]
+        return confident(linked, self.min_score)
 
     def find(self, texts: Sequence[str]) -> list[list[Mention]]:
         if self.tagger is None:

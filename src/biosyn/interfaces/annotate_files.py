@@ -272,7 +272,7 @@ def _table(sources: list[Source]) -> str:
 
 def add_annotate_parser(sub) -> argparse.ArgumentParser:
     from .cli import _data_options, _model_options  # here, not at import time: the main CLI imports this module
-    from .tagger_cli import MIN_SCORE_HELP
+    from .loading import MIN_SCORE_HELP
 
     p = sub.add_parser("annotate", help="find disease mentions in raw text and link each to a concept ID",
                        description="Tags disease mentions with the tagger, then normalises each with the model. Text "

@@ -107,6 +107,10 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
     return index
 
 
+MIN_SCORE_HELP = ("keep a found span only when its link score reaches this (the linker's scale; default: 1.0 for the "
+                  "packaged MiniLM, chosen on NCBI dev; none for other linkers)")
+
+
 def default_min_score(linker: BioSyn, given: float | None = None) -> float | None:
     """The link score a found span needs: `given`, else the packaged MiniLM's dev-chosen threshold,
     else none (other linkers score on other scales)."""

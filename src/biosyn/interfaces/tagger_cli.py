@@ -11,10 +11,7 @@ import time
 from ..data.locate import CORPORA
 from ..data.records import Document
 from ..search.scoring import MODES
-from .loading import TAGGER_DEFAULT as DEFAULT_TAGGER
-
-MIN_SCORE_HELP = ("keep a found span only when its link score reaches this (the linker's scale; default: 1.0 for the "
-                  "packaged MiniLM, chosen on NCBI dev; none for other linkers)")
+from .loading import MIN_SCORE_HELP, TAGGER_DEFAULT as DEFAULT_TAGGER
 
 
 def add_parsers(sub) -> None:

@@ -31,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException
 
-from ...annotation.annotator import LinkedMention, linked_document
+from ...annotation.annotator import LinkedMention, confident, linked_document
 from ...data.bioc import bioc_collection
 from ...data.errors import FormatError, SpanError
 from ...data.ids import normalize_id
@@ -489,9 +489,11 @@ class CatchAll:
 # -- the app --------------------------------------------------------------------------------
 
 
-def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str | None = None) -> FastAPI:
+def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str | None = None,
+               min_score: float | None = None) -> FastAPI:
     """The API over `model` (a BioSyn with an index); `vocabulary` names its vocabulary in GET /info.
-    `tagger` (a DiseaseTagger, or anything with its `tag(texts)`) finds mentions for /annotate."""
+    `tagger` (a DiseaseTagger, or anything with its `tag(texts)`) finds mentions for /annotate; a found
+    mention whose link score is under `min_score` is dropped (`Annotator`'s rule)."""
     if model.index is None:
         raise ValueError("the model has no index: build or attach one before serving it")
     modes = MODES if model.default_mode == "hybrid" else ("sparse",)
@@ -638,7 +640,9 @@ def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str
         check_mentions(mentions)
         texts = [d.text for d in docs for _ in d.mentions]
         results = iter(await state.batcher.normalize(mentions, texts, 1, mode, timeout_s=max(0.0, deadline - loop.time())))
-        return [(d, [LinkedMention(m.start, m.end, m.text, m.type, next(results)) for m in d.mentions]) for d in docs]
+        linked = [[LinkedMention(m.start, m.end, m.text, m.type, next(results)) for m in d.mentions] for d in docs]
+        tagged = set(to_find)
+        return [(d, confident(ms, min_score) if i in tagged else ms) for i, (d, ms) in enumerate(zip(docs, linked))]
 
     return app
 

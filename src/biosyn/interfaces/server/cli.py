@@ -6,6 +6,7 @@ import argparse
 import sys
 from dataclasses import fields
 
+from ..loading import MIN_SCORE_HELP
 from .app import Limits
 
 
@@ -26,6 +27,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for embedding on CPU")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
     for f in fields(Limits):  # one option per limit, named, typed and explained by the dataclass
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                        help=f"{f.metadata['help']} (default {f.default})")
@@ -35,7 +37,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from ..loading import default_tagger_spec, load_linker, load_tagger
+    from ..loading import default_min_score, default_tagger_spec, load_linker, load_tagger
     from .app import create_app
 
     try:
@@ -47,7 +49,8 @@ def cmd_serve(args) -> int:
     model = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, data_dir=args.data_dir,
                         trust_pickle=args.trust_pickle, bf16=args.bf16)
     limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
-    app = create_app(model, tagger, limits=limits, vocabulary=None if args.index else args.vocabulary)
+    app = create_app(model, tagger, limits=limits, vocabulary=None if args.index else args.vocabulary,
+                     min_score=default_min_score(model, args.min_score))
     uvicorn.Server(server_config(app, limits, host=args.host, port=args.port)).run()
     return 0
 
