@@ -139,7 +139,7 @@ def test_lexicon_learns_annotation_ratios_and_adds_only_where_nothing_was_found(
     doc = Document("1", text, "", [Mention(at[0], at[0] + 2, "DM", "Modifier"), Mention(at[1], at[1] + 2, "DM", "SpecificDisease"),
                                    Mention(at[2], at[2] + 2, "DM", "SpecificDisease"),
                                    Mention(at[3], at[3] + 13, "breast cancer", "SpecificDisease")])
-    lexicon = Lexicon.learn([doc], min_ratio=0.5)
+    lexicon = Lexicon.learn([doc])
     # "cancer" inside "breast cancer" does not count; it stands alone twice, annotated never.
     assert lexicon.ratios == {"DM": [3, 3], "breast cancer": [1, 1]}
     found = lexicon.find("Breast Cancer and DM, dm and BREAST CANCER in DMD", [(0, 6)], "Disease")

@@ -81,10 +81,6 @@ class Annotator:
         self.tagger, self.linker, self.mode, self.min_score = tagger, linker, mode, min_score
         self.timings = Timings()
 
-    def confident(self, linked: list[LinkedMention]) -> list[LinkedMention]:
-        """The found mentions that `min_score` keeps."""
-        return confident(linked, self.min_score)
-
     def find(self, texts: Sequence[str]) -> list[list[Mention]]:
         if self.tagger is None:
             raise ValueError("no tagger: give documents with mention spans, or load a tagger to find them")
@@ -108,17 +104,22 @@ class Annotator:
     def annotate(self, texts: Sequence[str]) -> list[list[LinkedMention]]:
         if isinstance(texts, str):
             raise TypeError("annotate takes a list of texts; wrap a single text in a list")
-        return [self.confident(ms) for ms in self.link(texts, self.find(texts))]
+        return self.annotate_spans(texts, [None] * len(texts))
+
+    def annotate_spans(self, texts: Sequence[str], spans: Sequence[Sequence[Mention] | None]) -> list[list[LinkedMention]]:
+        """Links `spans[i]` (character spans into `texts[i]`); where it is None the tagger finds them,
+        and `min_score` decides which of those stay. A blank text never reaches the tagger."""
+        to_find = [i for i, s in enumerate(spans) if s is None and texts[i].strip()]
+        filled: list[Sequence[Mention]] = [s or [] for s in spans]
+        for i, found in zip(to_find, self.find([texts[i] for i in to_find]) if to_find else []):
+            filled[i] = found
+        tagged = set(to_find)
+        return [confident(ms, self.min_score) if i in tagged else ms for i, ms in enumerate(self.link(texts, filled))]
 
     def annotate_documents(self, docs: Sequence[Document], *, find: bool | None = None) -> list[Document]:
         """Copies of `docs` whose mentions carry concept IDs. Mentions are found by the tagger when
         `find` is true, or (the default, None) for each document that has none of its own."""
         docs = list(docs)
-        to_find = [i for i, d in enumerate(docs) if find or (find is None and not d.mentions)]
-        spans: list[Sequence[Mention]] = [d.mentions for d in docs]
-        if to_find:
-            for i, found in zip(to_find, self.find([docs[i].text for i in to_find])):
-                spans[i] = found
-        linked = self.link([d.text for d in docs], spans)
-        tagged = set(to_find)
-        return [linked_document(d, self.confident(ms) if i in tagged else ms) for i, (d, ms) in enumerate(zip(docs, linked))]
+        spans = [None if find or (find is None and not d.mentions) else d.mentions for d in docs]
+        linked = self.annotate_spans([d.text for d in docs], spans)
+        return [linked_document(d, ms) for d, ms in zip(docs, linked)]

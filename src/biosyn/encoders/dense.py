@@ -27,6 +27,11 @@ POOLINGS = ("cls", "mean")
 _HUB_KEYS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
 
 
+def default_device(device: str | torch.device | None = None) -> str | torch.device:
+    """`device`, else the GPU when there is one, else the CPU."""
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 class DenseEncoder:
     """Embeds names with a transformer encoder, pooling its last hidden state."""
 
@@ -70,7 +75,7 @@ class DenseEncoder:
         # through embed(bf16=True) instead.
         model = AutoModel.from_pretrained(name_or_path, **{"dtype": torch.float32, **hub_kwargs})
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub)
-        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model.to(default_device(device))
         return cls(model, tokenizer, pooling=pooling, max_length=max_length)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:

@@ -191,15 +191,9 @@ def annotate_sources(annotator, sources: list[Source], *, batch: int = BATCH) ->
 
 
 def _annotate(annotator, sources: list[Source]) -> None:
-    texts = [_doc(s).text for s in sources]
-    spans = [s.spans if s.spans is not None else [] for s in sources]
-    to_find = [i for i, s in enumerate(sources) if s.spans is None and texts[i].strip()]
-    if to_find:
-        for i, found in zip(to_find, annotator.find([texts[i] for i in to_find])):
-            spans[i] = found
-    found = set(to_find)
-    for i, (s, linked) in enumerate(zip(sources, annotator.link(texts, spans))):
-        s.linked = annotator.confident(linked) if i in found else linked
+    linked = annotator.annotate_spans([_doc(s).text for s in sources], [s.spans for s in sources])
+    for s, ms in zip(sources, linked):
+        s.linked = ms
 
 
 # -- writing --------------------------------------------------------------------------------

@@ -94,6 +94,12 @@ def read_split(corpus: str, split: str, data_dir=None):
     return list(first.values())
 
 
+def tagged_documents(tagger, docs, *, progress: bool = False) -> list[Document]:
+    """Copies of `docs` whose mentions are the ones the tagger finds in their text."""
+    found = tagger.tag([d.text for d in docs], progress=progress)
+    return [Document(d.pmid, d.title, d.abstract, spans) for d, spans in zip(docs, found)]
+
+
 def cmd_tagger(args) -> int:
     return {"train": cmd_train, "evaluate": cmd_evaluate}[args.tagger_command](args)
 
@@ -121,8 +127,7 @@ def cmd_train(args) -> int:
 
     def dev_f1(t: DiseaseTagger) -> float:
         assert dev is not None  # only called with a dev split
-        found = t.tag([d.text for d in dev])
-        return span_scores(dev, [Document(d.pmid, d.title, d.abstract, f) for d, f in zip(dev, found)]).f1
+        return span_scores(dev, tagged_documents(t, dev)).f1
 
     config = TaggerTrainingConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup=args.warmup, seed=args.seed)
     print(f"training on {len(train_docs)} documents ({', '.join(f'{k} {v}' for k, v in sources.items())})", file=sys.stderr)
@@ -131,8 +136,7 @@ def cmd_train(args) -> int:
     tagger.lexicon = Lexicon.learn(train_docs)
     results = {}
     if dev is not None:
-        found = tagger.tag([d.text for d in dev])
-        results[f"{args.corpus}/dev"] = span_scores(dev, [Document(d.pmid, d.title, d.abstract, f) for d, f in zip(dev, found)]).as_dict()
+        results[f"{args.corpus}/dev"] = span_scores(dev, tagged_documents(tagger, dev)).as_dict()
     tagger.metadata = {"base_model": str(args.base), "training_data": sources, "training": record, "results": results,
                        "command": "biosyn " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("biosyn") else None}
     with atomic_dir(args.output) as folder:
@@ -163,9 +167,8 @@ def cmd_evaluate(args) -> int:
         blank = [Document(d.pmid, d.title, d.abstract) for d in gold]
         if args.ner_only:
             started = time.perf_counter()
-            spans = tagger.tag([d.text for d in blank], progress=not args.quiet)
+            found = tagged_documents(tagger, blank, progress=not args.quiet)
             report["seconds"]["tagger"] = round(time.perf_counter() - started, 2)
-            found = [Document(d.pmid, d.title, d.abstract, s) for d, s in zip(blank, spans)]
         else:
             assert benchmark is not None  # read unless --ner-only
             linker = load_model(args.model, bf16=args.bf16)

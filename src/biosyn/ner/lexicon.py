@@ -2,8 +2,8 @@
 
 Each annotated string of the training split is kept with its annotation ratio: how many of its
 occurrences in the training text were annotated, out of those not inside a longer mention. At
-tagging time a string whose ratio is at least `min_ratio` and that occurs where the tagger found
-nothing is added, longest first. Strings are compared as sequences of words and punctuation;
+tagging time a string whose ratio is at least the reader's `min_ratio` and that occurs where the
+tagger found nothing is added, longest first. Strings are compared as sequences of words and punctuation;
 short ones (up to 4 characters, mostly abbreviations) case-sensitively, longer ones ignoring case.
 """
 
@@ -32,17 +32,16 @@ def _tokens(text: str) -> list[re.Match]:
 
 
 class Lexicon:
-    def __init__(self, ratios: dict[str, list[int]], min_ratio: float = 0.5):
+    def __init__(self, ratios: dict[str, list[int]]):
         self.ratios = ratios  # key -> [annotated occurrences, occurrences]
-        self.min_ratio = min_ratio
         self._index = _index(ratios)
 
-    def kept(self, key: str) -> bool:
+    def kept(self, key: str, min_ratio: float) -> bool:
         annotated, seen = self.ratios.get(key, (0, 0))
-        return seen > 0 and annotated / seen >= self.min_ratio
+        return seen > 0 and annotated / seen >= min_ratio
 
     @classmethod
-    def learn(cls, docs: Sequence[Document], min_ratio: float = 0.5) -> "Lexicon":
+    def learn(cls, docs: Sequence[Document]) -> "Lexicon":
         counts: dict[str, list[int]] = {}
         for doc in docs:
             for m in doc.mentions:
@@ -53,14 +52,15 @@ class Lexicon:
             for start, end, key in _occurrences(doc.text, index):
                 if not any(s <= start and end <= e and (s, e) != (start, end) for s, e in gold):
                     counts[key][1] += 1
-        return cls(counts, min_ratio)
+        return cls(counts)
 
-    def find(self, text: str, taken: Iterable[tuple[int, int]], entity: str) -> list[Mention]:
-        """Occurrences of kept strings that overlap nothing in `taken` (nor each other), longest first."""
+    def find(self, text: str, taken: Iterable[tuple[int, int]], entity: str, min_ratio: float = 0.5) -> list[Mention]:
+        """Occurrences of strings annotated at least `min_ratio` of the time that overlap nothing in
+        `taken` (nor each other), longest first."""
         spans = sorted(taken)
         found = []
         for start, end, key in sorted(_occurrences(text, self._index), key=lambda o: o[0] - o[1]):
-            if not self.kept(key) or any(s < end and start < e for s, e in spans):
+            if not self.kept(key, min_ratio) or any(s < end and start < e for s, e in spans):
                 continue
             spans.append((start, end))
             found.append(Mention(start, end, text[start:end], entity))
@@ -68,15 +68,15 @@ class Lexicon:
 
     def save(self, folder: str | os.PathLike) -> None:
         with atomic_write(Path(folder) / LEXICON_FILE) as out:
-            json.dump({"min_ratio": self.min_ratio, "ratios": self.ratios}, out, ensure_ascii=False)
+            json.dump({"ratios": self.ratios}, out, ensure_ascii=False)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, min_ratio: float | None = None) -> "Lexicon | None":
+    def load(cls, folder: str | os.PathLike) -> "Lexicon | None":
         path = Path(folder) / LEXICON_FILE
         if not path.exists():
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls({k: list(v) for k, v in data["ratios"].items()}, data["min_ratio"] if min_ratio is None else min_ratio)
+        return cls({k: list(v) for k, v in data["ratios"].items()})
 
 
 def _index(keys: Iterable[str]) -> dict[str, list[tuple[str, tuple[str, ...]]]]:

@@ -26,6 +26,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrai
 
 from ..data.atomic import atomic_write
 from ..data.records import Mention
+from ..encoders.dense import default_device
 from ..preprocess.abbreviations import find_abbreviations
 from .labels import ENTITY, ID2LABEL, LABEL2ID
 from .lexicon import Lexicon
@@ -83,7 +84,7 @@ class DiseaseTagger:
         model = AutoModelForTokenClassification.from_pretrained(
             str(name_or_path), num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model.to(default_device(device))
         return cls(model, tokenizer, options)
 
     @classmethod
@@ -96,7 +97,7 @@ class DiseaseTagger:
         if model.config.label2id != LABEL2ID:
             raise ValueError(f"{folder}: labels {model.config.label2id} are not biosyn's {LABEL2ID}")
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model.to(default_device(device))
         options = TaggerOptions.from_dict({**saved.get("options", {}), **overrides})
         return cls(model, tokenizer, options, saved.get("metadata"), Lexicon.load(folder))
 
@@ -176,8 +177,8 @@ class DiseaseTagger:
         spans = [Mention(words[a][0], words[b - 1][1], text[words[a][0]:words[b - 1][1]], ENTITY)
                  for a, b in tag_spans(viterbi_bio(word_lp))]
         if self.options.lexicon and self.lexicon is not None:
-            self.lexicon.min_ratio = self.options.lexicon_min_ratio
-            spans = sorted([*spans, *self.lexicon.find(text, [(m.start, m.end) for m in spans], ENTITY)], key=lambda m: m.start)
+            added = self.lexicon.find(text, [(m.start, m.end) for m in spans], ENTITY, self.options.lexicon_min_ratio)
+            spans = sorted([*spans, *added], key=lambda m: m.start)
         if spans and (self.options.propagate or self.options.abbreviations):
             abbreviations = find_abbreviations(without_surrogates(text)) if self.options.abbreviations else None
             spans = propagate(text, spans, abbreviations, repeats=self.options.propagate)
