@@ -107,7 +107,7 @@ def cmd_tagger(args) -> int:
 def cmd_train(args) -> int:
     from ..data.atomic import atomic_dir
     from ..evaluation.annotation import span_scores
-    from ..model.presets import minilm_path
+    from ..model.presets import base_encoder_folder
     from ..ner.lexicon import Lexicon
     from ..ner.tagger import DiseaseTagger, TaggerOptions
     from ..training.tagger import TaggerTrainingConfig, train_tagger
@@ -120,7 +120,7 @@ def cmd_train(args) -> int:
         sources[f"{extra}:train"] = len(docs)
         train_docs += docs
     dev = None if args.no_dev else read_split(args.corpus, "dev", args.data_dir)
-    base = minilm_path() if args.base == "minilm" else args.base
+    base = base_encoder_folder(args.base)
     tagger = DiseaseTagger.from_base(base, TaggerOptions(max_length=args.max_length, overlap=args.overlap,
                                                          propagate=args.propagate), device=args.device)
     inference_overlap = TaggerOptions().overlap

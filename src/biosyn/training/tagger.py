@@ -21,6 +21,7 @@ from ..data.records import Document
 from ..ner.labels import BEGIN, IGNORE, INSIDE, OUTSIDE
 from ..ner.tagger import DiseaseTagger
 from ..ner.windows import TokenizedText, tokenize, windows
+from .optimization import adamw, warmup_linear
 
 log = logging.getLogger(__name__)
 
@@ -92,22 +93,10 @@ def train_tagger(tagger: DiseaseTagger, train_docs: Sequence[Document], config: 
     torch.manual_seed(config.seed)
     examples = training_windows(tagger, train_docs)
     model = tagger.model
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    optimizer = adamw(model, config.lr, config.weight_decay)
     steps_per_epoch = (len(examples) + config.batch_size - 1) // config.batch_size
-    total = max(1, steps_per_epoch * config.epochs)
-    warmup = int(config.warmup * total)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_linear(step, total, config.warmup))
     epochs: list[dict] = []
     record: dict = {"config": asdict(config), "windows": len(examples), "documents": len(train_docs), "epochs": epochs}
     best_score, best_state, best_epoch = -1.0, None, 0

@@ -39,6 +39,7 @@ from ..search.scoring import hybrid
 from .candidates import CandidateRetriever, add_gold_positives, candidate_labels, gold_rows
 from .checkpoints import MODEL_DIR, Checkpoints, TrainerState
 from .loss import marginal_nll
+from .optimization import warmup_linear
 from .plot import PLOT_FILE, plot_history
 from .progress import TrainingLog
 from .queries import TrainingQuery
@@ -119,11 +120,7 @@ class Trainer:
             return 1.0
         if cfg.schedule != "linear":
             raise ValueError(f"unknown schedule {cfg.schedule!r}; choose constant or linear")
-        total = max(cfg.epochs * self.steps_per_epoch(), 1)
-        warm = int(cfg.warmup * total)
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total - step) / max(total - warm, 1))
+        return warmup_linear(step, cfg.epochs * self.steps_per_epoch(), cfg.warmup)
 
     # -- embeddings ------------------------------------------------------------------------
 
