@@ -247,3 +247,47 @@ def test_evaluate_on_an_empty_query_file_fails(tmp_path, real_data_dir, cache, c
     empty.write_text("")
     assert main(["evaluate", "--model", "sparse", "--data-dir", str(real_data_dir), "--queries", str(empty)]) == 2
     assert f"{empty}: no query with gold IDs to evaluate" in capsys.readouterr().err
+
+
+def _first_documents(source, target, n: int) -> None:
+    """The first n PubTator blocks of a real file (blocks end at a blank line)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n\n".join(source.read_text().split("\n\n")[:n]) + "\n\n")
+
+
+def test_reproduce_without_a_test_split_and_with_an_added_corpus(real_data_dir, tmp_path, capsys):
+    from biosyn.data.custom import write_jsonl_vocabulary
+    from biosyn.data.locate import CORPORA
+    from biosyn.data.pubtator import read_pubtator
+    from biosyn.data.records import Vocabulary
+    from biosyn.data.vocabularies import load_vocabulary
+    from tiny import tiny_bert
+
+    # A data folder like the real one, cut to a few abstracts, with BC5CDR's test split absent (as here).
+    data = tmp_path / "data"
+    for name, splits in (("bc5cdr-disease", ("train", "dev")), ("ncbi-disease", ("train",))):
+        for split in splits:
+            relative = CORPORA[name].splits[split]
+            _first_documents(real_data_dir / relative, data / relative, 12)
+    (data / "ncbi-disease" / "ncbi-spell-check.txt").symlink_to(real_data_dir / "ncbi-disease" / "ncbi-spell-check.txt")
+    medic = load_vocabulary("medic-2012", data_dir=real_data_dir)
+    docs = [d for path in data.rglob("*.txt") if "spell" not in path.name for d in read_pubtator(path)]
+    small = Vocabulary([medic.get(i) for i in sorted({medic.resolve(i) for d in docs for m in d.mentions for i in m.ids} - {None})])
+    write_jsonl_vocabulary(small, tmp_path / "vocab.jsonl")
+    bert, tokenizer = tiny_bert(tmp_path / "bert")
+    bert.save_pretrained(tmp_path / "bert")
+    tokenizer.save_pretrained(tmp_path / "bert")
+    out = tmp_path / "run"
+    assert main(["reproduce", "bc5cdr-disease", "--model", str(tmp_path / "bert"), "--no-pretrain", "--epochs", "1", "--max-steps", "1",
+                 "--batch-size", "4", "--device", "cpu", "--add-corpus", "ncbi-disease", "--output", str(out), "--data-dir", str(data),
+                 "--vocabulary", str(tmp_path / "vocab.jsonl"), "--quiet"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["test"] is None and result["benchmark"] is None
+    assert "CDR_TestSet" in result["test_missing"] and f"--split test --model {out / 'model'}" in result["test_missing"]
+    per_source = result["training_queries"]["mentions_per_source"]
+    assert list(per_source) == ["bc5cdr-disease:train", "bc5cdr-disease:dev", "ncbi-disease:train"] and min(per_source.values()) > 0
+    assert sum(per_source.values()) == result["training_queries"]["mentions"]
+    card = (out / "model" / "README.md").read_text()
+    assert "plus the ncbi-disease corpus's train split (Doğan et al., 2014)" in card and "CDR_TestSet" in card
+    assert main(["reproduce", "bc5cdr-disease", "--add-corpus", "bc5cdr-disease", "--data-dir", str(data)]) == 2
+    assert "that is the training corpus already" in capsys.readouterr().err

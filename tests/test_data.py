@@ -328,3 +328,27 @@ def test_stale_temporaries_of_killed_writes_are_removed(tmp_path):
     with atomic_dir(tmp_path / "idx") as folder:
         (folder / "manifest.json").write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".idx.a1b2c3.tmp", other_target.name, "idx"])
+
+
+def test_real_bc5cdr_files_and_their_protocol(real_data_dir):
+    from biosyn.data.locate import corpus, data_file
+    from biosyn.evaluation.protocol import load_benchmark
+    from biosyn.preprocess.corpus import corpus_preprocessor
+
+    files = corpus("bc5cdr-disease")
+    train, dev = (read_pubtator(data_file(files.splits[s], real_data_dir), types=files.entity_types) for s in ("train", "dev"))
+    assert (len(train), len(dev)) == (500, 500)
+    assert (sum(len(d.mentions) for d in train), sum(len(d.mentions) for d in dev)) == (4182, 4244)
+    assert all(d.text[m.start:m.end] == m.text for d in train + dev for m in d.mentions)
+    # BioSyn's protocol for BC5CDR: no-gold (-1) and unknown-ID mentions are left out, and counted.
+    # (Ab3P does not change these counts and takes most of the time, so it is off here.)
+    preprocessor = corpus_preprocessor("bc5cdr-disease", real_data_dir, resolve_abbreviations=False)
+    described = load_benchmark("bc5cdr-disease", "dev", data_dir=real_data_dir, preprocessor=preprocessor).describe()
+    assert (described["dropped_without_gold"], described["dropped_unknown_ids"], described["kept_unknown_ids"]) == (16, 49, 0)
+    assert described["queries"] == 4244 - 16 - 49
+    kept = load_benchmark("bc5cdr-disease", "dev", data_dir=real_data_dir, preprocessor=preprocessor, drop_unknown=False)
+    assert kept.describe()["kept_unknown_ids"] == 49
+    # The test split is published but absent here: the error names the file and how to get it.
+    if not (real_data_dir / files.splits["test"]).exists():
+        with pytest.raises(FileNotFoundError, match=r"CDR_TestSet.*biosyn data fetch"):
+            load_benchmark("bc5cdr-disease", "test", data_dir=real_data_dir, preprocessor=preprocessor)

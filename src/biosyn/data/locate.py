@@ -22,6 +22,9 @@ class CorpusFiles:
     vocabulary: str
     spelling_fixes: str | None = None
     entity_types: tuple[str, ...] | None = None
+    # BioSyn's protocol for the corpus: leave out (and count) queries whose gold IDs are not all in the vocabulary.
+    drop_unknown_ids: bool = False
+    reference: str = ""  # who published it, for model cards
 
 
 CORPORA = {
@@ -34,6 +37,7 @@ CORPORA = {
         },
         vocabulary="medic-2012",
         spelling_fixes="ncbi-disease/ncbi-spell-check.txt",
+        reference="Doğan et al., 2014",
     ),
     # BioCreative V CDR, its Disease mentions only. The test set is published but not always present.
     "bc5cdr-disease": CorpusFiles(
@@ -45,6 +49,8 @@ CORPORA = {
         },
         vocabulary="medic-2012",
         entity_types=("Disease",),
+        drop_unknown_ids=True,
+        reference="BioCreative V CDR, Li et al., 2016; Disease mentions",
     ),
 }
 

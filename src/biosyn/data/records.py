@@ -176,6 +176,7 @@ class Candidate:
     sparse: float | None = None
     concepts: tuple[str, ...] = ()  # main IDs of the concepts behind `ids`
     preferred_names: tuple[str, ...] = ()  # their preferred names, in the same order
+    rerank: float | None = None  # the reranker's score (`biosyn.model.rerank`); when set, the list is in its order
 
     @property
     def concept_id(self) -> str:

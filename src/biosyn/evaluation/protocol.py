@@ -4,7 +4,8 @@ As in BioSyn: the test split is ranked against the vocabulary plus the preproces
 dev mentions with their gold IDs (BioSyn's `test_dictionary`); dev against the vocabulary plus
 train mentions; train against the vocabulary alone. Mentions without gold IDs cannot be
 scored and are always left out; mentions whose gold IDs are missing from the vocabulary are
-kept unless asked otherwise. Both counts are reported.
+left out where BioSyn left them out (BC5CDR: `CorpusFiles.drop_unknown_ids`) and kept
+otherwise, unless asked. Both counts are reported.
 """
 
 from __future__ import annotations
@@ -57,12 +58,14 @@ def load_benchmark(
     *,
     data_dir: str | os.PathLike | None = None,
     vocabulary: str | os.PathLike | None = None,
-    drop_unknown: bool = False,
+    drop_unknown: bool | None = None,  # default: the corpus's protocol
     preprocessor: Preprocessor | None = None,
 ) -> Benchmark:
     if split not in EARLIER_SPLITS:
         raise ValueError(f"unknown split {split!r}; choose train, dev or test")
     files = corpus_files(corpus)
+    if drop_unknown is None:
+        drop_unknown = files.drop_unknown_ids
     preprocessor = preprocessor or corpus_preprocessor(corpus, data_dir)
     vocab = load_vocabulary(vocabulary or files.vocabulary, data_dir=data_dir)
 

@@ -294,7 +294,7 @@ def add_annotate_parser(sub) -> argparse.ArgumentParser:
 
 def cmd_annotate(args) -> int:
     from ..annotation.annotator import Annotator
-    from .loading import default_min_score, load_linker, load_tagger
+    from .loading import default_min_score, load_linker, load_tagger, with_reranker
 
     if not args.texts and not args.input:
         raise ValueError("give texts as arguments or a file with --input")
@@ -304,6 +304,7 @@ def cmd_annotate(args) -> int:
     tagger = load_tagger(args.tagger) if any(s.doc is not None and s.spans is None for s in sources) else None
     linker = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, add_mentions=args.add_mentions,
                          data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16)
+    with_reranker(linker, args.rerank)
     annotator = Annotator(tagger, linker, mode=args.mode, min_score=default_min_score(linker, args.min_score))
     annotate_sources(annotator, sources, batch=args.batch_size)
     text = render(sources, fmt)

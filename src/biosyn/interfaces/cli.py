@@ -35,8 +35,12 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="data folder (default: $BIOSYN_DATA_DIR, else the `biosyn data fetch` cache)")
 
 
-def _model_options(p: argparse.ArgumentParser, *, index: bool = True) -> None:
+def _model_options(p: argparse.ArgumentParser, *, index: bool = True, rerank: bool = True) -> None:
+    from .loading import RERANK_HELP
+
     p.add_argument("--model", help=MODEL_HELP)
+    if rerank:
+        p.add_argument("--rerank", metavar="FOLDER", help=RERANK_HELP)
     p.add_argument("--mode", choices=MODES, help="scoring (default: hybrid when the model has an encoder)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="unpickle a released checkpoint's sparse_encoder.pk instead of refitting it (runs code from the file)")
@@ -70,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "preprocessed .concept file or folder (used as they are)")
     ev.add_argument("--dictionary", help="with --queries: a BioSyn `CUI||name` dictionary to search instead of the vocabulary's names")
     ev.add_argument("-k", type=int, default=5, help="report Acc@1..k (default 5)")
-    ev.add_argument("--drop-unknown", action="store_true", help="leave out queries whose gold IDs are not in the vocabulary")
+    ev.add_argument("--drop-unknown", action=argparse.BooleanOptionalAction,
+                    help="leave out queries whose gold IDs are not in the vocabulary (default: the corpus's protocol, "
+                         "as BioSyn: yes for bc5cdr-disease, no for ncbi-disease, no for --queries)")
     ev.add_argument("--no-abbreviations", action="store_true", help="skip Ab3P abbreviation resolution")
     ev.add_argument("--no-composites", action="store_true", help="do not split composite mentions")
     ev.add_argument("--predictions", help="write each query's candidates and ranks here (JSONL)")
@@ -88,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--vocabulary-format", choices=VOCABULARY_FORMATS)
     build.add_argument("--add-mentions", metavar="CORPUS:SPLITS", help="also index a corpus's annotated mentions, e.g. ncbi-disease:train,dev")
     build.add_argument("--approximate-kind", choices=("hnsw", "ivf"), help="add an approximate FAISS index")
-    _model_options(build, index=False)
+    _model_options(build, index=False, rerank=False)
     _data_options(build)
 
     norm = sub.add_parser("normalize", help="normalise mentions given as arguments or in a file",
@@ -177,7 +183,7 @@ def cmd_evaluate(args) -> int:
     from ..evaluation.evaluate import run_evaluation, write_predictions
     from ..evaluation.protocol import load_benchmark
     from ..preprocess.corpus import corpus_preprocessor
-    from .loading import attach_index, load_model
+    from .loading import attach_index, load_model, with_reranker
 
     started = time.perf_counter()
     preprocessor = corpus_preprocessor(args.corpus, args.data_dir, resolve_abbreviations=not args.no_abbreviations,
@@ -191,13 +197,14 @@ def cmd_evaluate(args) -> int:
         vocabulary = load_vocabulary(args.vocabulary or corpus_files(args.corpus).vocabulary, data_dir=args.data_dir)
         benchmark = custom_benchmark(read_queries(args.queries, preprocessor), vocabulary, preprocessor=preprocessor,
                                      dictionary=read_dictionary(args.dictionary) if args.dictionary else None,
-                                     name=str(args.queries), drop_unknown=args.drop_unknown)
+                                     name=str(args.queries), drop_unknown=bool(args.drop_unknown))
     else:
         benchmark = load_benchmark(args.corpus, args.split, data_dir=args.data_dir, vocabulary=args.vocabulary,
                                    drop_unknown=args.drop_unknown, preprocessor=preprocessor)
     prepared = time.perf_counter()
     model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16)
     attach_index(model, benchmark.dictionary, benchmark.vocabulary, index_dir=args.index)
+    with_reranker(model, args.rerank)
     indexed = time.perf_counter()
     evaluation = run_evaluation(model, benchmark, k=args.k, mode=args.mode, approximate=args.approximate)
     mode = args.mode or model.default_mode
@@ -263,13 +270,14 @@ def check_index_target(output: str, *, force: bool) -> None:
 
 
 def cmd_normalize(args) -> int:
-    from .loading import load_linker
+    from .loading import load_linker, with_reranker
     from .normalize_files import normalize_file, print_results
 
     if not args.mentions and not args.input:
         raise ValueError("give mentions as arguments or a file with --input")
     model = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, add_mentions=args.add_mentions,
                         data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16)
+    with_reranker(model, args.rerank)
     if args.input:
         written, skipped = normalize_file(model, args.input, args.output, k=args.k, mode=args.mode, approximate=args.approximate,
                                           format=args.format)

@@ -20,7 +20,7 @@ from ..model.presets import MINILM_MIN_LINK_SCORE
 from ..model.specs import load_model
 from ..search.index import IndexMismatchError, NameIndex, fingerprint_dictionary, sparse_fingerprint
 
-__all__ = ["load_model", "load_linker", "load_tagger", "attach_index", "cache_dir", "default_tagger_spec"]
+__all__ = ["load_model", "load_linker", "load_tagger", "attach_index", "cache_dir", "default_tagger_spec", "with_reranker"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,19 @@ def load_linker(spec: str | None = None, *, index: str | os.PathLike | None = No
 
         vocab, dictionary = dictionary_for(vocabulary, None, add_mentions, data_dir, default_mentions=True)
         attach_index(model, dictionary, vocab)
+    return model
+
+
+RERANK_HELP = ("a reranker folder (`biosyn rerank train`): a cross-encoder re-scores the model's top candidates "
+               "(slower, see docs/rerank.md)")
+
+
+def with_reranker(model: BioSyn, spec: str | os.PathLike | None) -> BioSyn:
+    """`model`, re-ranked by the reranker folder `spec` when one is given."""
+    if spec:
+        from ..model.rerank import CrossEncoderReranker
+
+        model.use_reranker(CrossEncoderReranker.from_pretrained(spec))
     return model
 
 

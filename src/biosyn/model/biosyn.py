@@ -89,6 +89,7 @@ class BioSyn:
         self.spec = "sparse" if encoder is None else getattr(encoder, "name_or_path", "")  # what the user named
         self.base_model: str | None = None  # the encoder training started from, recorded in saved folders
         self.embed_options = EmbedOptions()
+        self.reranker = None  # a `rerank.CrossEncoderReranker` that re-scores the top candidates, when set
         self._fingerprint: str | None = None
 
     # -- declared state ----------------------------------------------------------------------
@@ -247,8 +248,21 @@ class BioSyn:
     def default_mode(self) -> str:
         return "hybrid" if self.encoder is not None and self.index is not None and self.index.has_dense else "sparse"
 
+    def use_reranker(self, reranker) -> BioSyn:
+        """Re-score the top candidates of every ranking with a `rerank.CrossEncoderReranker` (None: stop)."""
+        self.reranker = reranker
+        return self
+
     def rank(self, texts: Sequence[str], k: int = 5, *, mode: str | None = None, approximate: bool = False) -> list[list[Candidate]]:
-        """Ranked candidates for already preprocessed texts (one list per text)."""
+        """Ranked candidates for already preprocessed texts (one list per text), re-ranked when a reranker is set."""
+        if self.reranker is None:
+            return self._rank(texts, k, mode=mode, approximate=approximate)
+        distinct = list(dict.fromkeys(texts))  # each text's pairs are read once
+        ranked = self._rank(distinct, max(k, self.reranker.options.depth), mode=mode, approximate=approximate)
+        reranked = dict(zip(distinct, self.reranker.rerank(distinct, ranked, k)))
+        return [list(reranked[t]) for t in texts]
+
+    def _rank(self, texts: Sequence[str], k: int, *, mode: str | None, approximate: bool) -> list[list[Candidate]]:
         if self.index is None:
             raise RuntimeError("no index: call build_index(...) or use_index(NameIndex.load(...)) first")
         mode = mode or self.default_mode
@@ -260,7 +274,7 @@ class BioSyn:
         # Each distinct text is embedded and searched once; one that preprocessing emptied ("!!!") has no candidates.
         distinct = list(dict.fromkeys(texts))
         if len(distinct) < len(texts) or not all(distinct):
-            ranked = dict(zip((t for t in distinct if t), self.rank([t for t in distinct if t], k, mode=mode, approximate=approximate)))
+            ranked = dict(zip((t for t in distinct if t), self._rank([t for t in distinct if t], k, mode=mode, approximate=approximate)))
             return [list(ranked[t]) if t else [] for t in texts]
         index = self.index
         dense_q = self.embed(texts, queries=True) if mode != "sparse" else None

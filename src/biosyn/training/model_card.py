@@ -31,6 +31,13 @@ def _yaml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _reference(corpus: str) -> str:
+    from ..data.locate import CORPORA
+
+    known = CORPORA.get(corpus)
+    return known.reference if known and known.reference else "a user-supplied corpus"
+
+
 def render_model_card(info: dict) -> str:
     """`info`: base_model, corpus, vocabulary, command, results ({split: summary}), training, pretraining, notes."""
     base = info.get("base_model", "sentence-transformers/all-MiniLM-L6-v2")
@@ -73,9 +80,12 @@ def render_model_card(info: dict) -> str:
     if info.get("similarity"):
         lines.append(f"- **Similarity:** {info['similarity']}")
     lines += ["", "## Training data", "",
-              f"- **Mentions:** the {corpus} corpus (Doğan et al., 2014), splits {', '.join(info.get('splits', ['train']))}; "
-              f"{training.get('queries', '?')} training queries after BioSyn's filters (no composites, no duplicates, "
-              "gold IDs present in the vocabulary).",
+              f"- **Mentions:** the {corpus} corpus ({_reference(corpus)}), splits {', '.join(info.get('splits', ['train']))}"
+              + "".join(f", plus the {extra} corpus's train split ({_reference(extra)})" for extra in info.get("added_corpora", []))
+              + f"; {training.get('queries', '?')} training queries after BioSyn's filters (no composites, no duplicates, "
+              "gold IDs present in the vocabulary)."
+              + (" Published BioSyn models train on one corpus: compare these figures with theirs only with that in mind."
+                 if info.get("added_corpora") else ""),
               f"- **Vocabulary:** {vocabulary}, from the Comparative Toxicogenomics Database (CTD, Davis et al.); "
               "the training dictionary is the vocabulary's names alone.", ""]
     lines += ["## Evaluation", "",

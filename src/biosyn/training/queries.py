@@ -56,22 +56,35 @@ def select_queries(queries: Iterable[Query], vocabulary: Vocabulary) -> QuerySel
 
 
 def corpus_training_queries(corpus: str, splits: Sequence[str], *, data_dir: str | os.PathLike | None = None,
-                            vocabulary: str | None = None):
-    """Training queries of a known corpus's splits, with the vocabulary, training dictionary and preprocessor."""
+                            vocabulary: str | None = None, add_corpora: Sequence[str] = ()):
+    """Training queries of a known corpus's splits, with the vocabulary, training dictionary and preprocessor.
+
+    `add_corpora` adds other corpora's training splits (beyond BioSyn, whose models train on one corpus), each
+    preprocessed with its own corpus's preprocessor; the counts say how many queries each source gave."""
     from ..data.locate import corpus as corpus_files, data_file
     from ..data.pubtator import read_pubtator
     from ..data.vocabularies import load_vocabulary
     from ..preprocess.corpus import corpus_preprocessor
     from ..preprocess.pipeline import build_dictionary
 
+    if corpus in add_corpora:
+        raise ValueError(f"--add-corpus {corpus}: that is the training corpus already")
     files = corpus_files(corpus)
     preprocessor = corpus_preprocessor(corpus, data_dir)
     vocab = load_vocabulary(vocabulary or files.vocabulary, data_dir=data_dir)
+    sources = [(corpus, files, preprocessor, list(splits))]
+    for extra in dict.fromkeys(add_corpora):
+        sources.append((extra, corpus_files(extra), corpus_preprocessor(extra, data_dir), ["train"]))
     mentions: list[Query] = []
-    for split in splits:
-        if split not in files.splits:
-            raise ValueError(f"{corpus} has no split {split!r}; choose from {', '.join(files.splits)}")
-        docs = read_pubtator(data_file(files.splits[split], data_dir), types=files.entity_types)
-        mentions.extend(preprocessor.queries(docs))
+    per_source: dict[str, int] = {}
+    for name, source_files, source_preprocessor, source_splits in sources:
+        for split in source_splits:
+            if split not in source_files.splits:
+                raise ValueError(f"{name} has no split {split!r}; choose from {', '.join(source_files.splits)}")
+            docs = read_pubtator(data_file(source_files.splits[split], data_dir), types=source_files.entity_types)
+            mentions.extend(source_preprocessor.queries(docs))
+            per_source[f"{name}:{split}"] = len(mentions) - sum(per_source.values())
     selection = select_queries(mentions, vocab)
+    if len(sources) > 1:
+        selection.counts["mentions_per_source"] = per_source
     return selection, vocab, build_dictionary(vocab, preprocessor), preprocessor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import time
 from dataclasses import dataclass, field, replace
@@ -11,6 +12,8 @@ from pathlib import Path
 from ..data.atomic import atomic_write
 from .pretrain import PretrainConfig
 from .trainer import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +33,7 @@ class ReproduceConfig:
     seeds: list[int] | None = None  # one run per seed, then a model soup; default [train.seed]
     pretrain: PretrainConfig | None = field(default_factory=PretrainConfig)  # None: no synonym pre-training
     pretrain_mentions: bool = False  # pre-training also pairs the train+dev mentions with their concepts' names
+    add_corpora: list[str] = field(default_factory=list)  # other corpora's train splits added to the training data
     train: TrainConfig = field(default_factory=TrainConfig)
     progress: bool = True
 
@@ -41,7 +45,6 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
 
     from .._version import __version__
     from ..evaluation.evaluate import run_evaluation
-    from ..evaluation.protocol import load_benchmark
     from ..model.biosyn import BioSyn
     from ..model.specs import load_model
     from .model_card import write_model_card
@@ -58,7 +61,8 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     selection, vocab, dictionary, preprocessor = corpus_training_queries(args.corpus, ["train", "dev"], data_dir=args.data_dir,
-                                                                         vocabulary=args.vocabulary)
+                                                                         vocabulary=args.vocabulary, add_corpora=args.add_corpora)
+    benchmark, test_missing = _test_benchmark(args, output, preprocessor)
     model = load_model(args.model, pooling=args.pooling, max_length=train.max_length, similarity=args.similarity,
                        scale=args.scale, device=args.device)
     device = model.encoder.device
@@ -73,10 +77,12 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
         seconds["pretrain"] = round(time.perf_counter() - t, 1)
     seeds = list(dict.fromkeys(args.seeds or [train.seed]))
     card = {"base_model": model.base_model, "corpus": args.corpus, "splits": ["train", "dev"], "command": command,
-            "similarity": f"{model.similarity} (scale {model.scale})", "pretraining": pre_summary}
-    benchmark = load_benchmark(args.corpus, "test", data_dir=args.data_dir, vocabulary=args.vocabulary, preprocessor=preprocessor)
+            "similarity": f"{model.similarity} (scale {model.scale})", "pretraining": pre_summary,
+            **({"added_corpora": args.add_corpora} if args.add_corpora else {})}
 
-    def test_figures(folder: Path) -> dict:
+    def test_figures(folder: Path) -> dict | None:
+        if benchmark is None:
+            return None
         final = BioSyn.from_pretrained(folder, device=args.device)  # what was saved is what is measured
         final.build_index(benchmark.dictionary, benchmark.vocabulary, progress=args.progress)
         return run_evaluation(final, benchmark, k=5, mode="hybrid").result.summary()
@@ -108,11 +114,15 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     seconds["test"] = round(time.perf_counter() - t, 1)
     seconds["total"] = round(time.perf_counter() - started, 1)
     final_config = json.loads((output / MODEL_DIR / "biosyn.json").read_text())
-    card["results"] = {"test": test}
+    if test:
+        card["results"] = {"test": test}
+    else:
+        card["notes"] = test_missing
     card["training"] = training
     write_model_card(output / MODEL_DIR, card)
     result = {
-        "corpus": args.corpus, "command": command, "test": test, "benchmark": benchmark.describe(),
+        "corpus": args.corpus, "command": command, "test": test, "test_missing": test_missing,
+        "benchmark": benchmark.describe() if benchmark else None,
         "training_queries": selection.counts, "pretraining": pre_summary, "training": training,
         "seeds": seeds, "runs": runs if len(seeds) > 1 else None,
         "sparse_weight": final_config["sparse_weight"], "similarity": final_config["similarity"], "scale": final_config["scale"],
@@ -124,6 +134,23 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     }
     with atomic_write(output / "results.json") as out:
         json.dump(result, out, indent=2)
-    plot_history(state.history, output / PLOT_FILE, title=f"{args.corpus}: train+dev, test Acc@1 {test['acc']['acc@1']}"
+    figure = f"test Acc@1 {test['acc']['acc@1']}" if test else "no test split"
+    plot_history(state.history, output / PLOT_FILE, title=f"{args.corpus}: train+dev, {figure}"
                  + (f" (soup of {len(seeds)})" if len(seeds) > 1 else ""))
     return result
+
+
+def _test_benchmark(args: ReproduceConfig, output: Path, preprocessor):
+    """The test benchmark, or None and the command that gives the test figure once the split is there.
+
+    Checked before any training, so that a missing split is said at the start, not after an hour."""
+    from ..evaluation.protocol import load_benchmark
+    from .trainer import MODEL_DIR
+
+    try:
+        return load_benchmark(args.corpus, "test", data_dir=args.data_dir, vocabulary=args.vocabulary, preprocessor=preprocessor), None
+    except FileNotFoundError as missing:
+        later = (f"the {args.corpus} test split is missing ({missing}); the model is trained and saved without a test "
+                 f"figure. Once the split is there: biosyn evaluate --corpus {args.corpus} --split test --model {output / MODEL_DIR}")
+        log.warning(later)
+        return None, later

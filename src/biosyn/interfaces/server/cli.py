@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from ..loading import MIN_SCORE_HELP
+from ..loading import MIN_SCORE_HELP, RERANK_HELP
 from .app import Limits
 
 
@@ -20,6 +20,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tagger", help="tagger folder or hub id, to find mentions in raw text for /annotate (default: "
                    "$BIOSYN_TAGGER, else runs/ncbi-disease/tagger when trained, else none)")
     p.add_argument("--index", help="a saved index (`biosyn index build`); default: build or reuse a cached one")
+    p.add_argument("--rerank", metavar="FOLDER", help=RERANK_HELP)
     p.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file, when no --index is given")
     p.add_argument("--data-dir", help="data folder (default: $BIOSYN_DATA_DIR, else the `biosyn data fetch` cache)")
     p.add_argument("--trust-pickle", action="store_true",
@@ -37,7 +38,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from ..loading import default_min_score, default_tagger_spec, load_linker, load_tagger
+    from ..loading import default_min_score, default_tagger_spec, load_linker, load_tagger, with_reranker
     from .app import create_app
 
     try:
@@ -48,6 +49,7 @@ def cmd_serve(args) -> int:
     tagger = load_tagger(tagger_spec) if tagger_spec else None
     model = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, data_dir=args.data_dir,
                         trust_pickle=args.trust_pickle, bf16=args.bf16)
+    with_reranker(model, args.rerank)
     limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
     app = create_app(model, tagger, limits=limits, vocabulary=None if args.index else args.vocabulary,
                      min_score=default_min_score(model, args.min_score))
