@@ -12,15 +12,16 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from biosyn.annotation.annotator import Annotator  # noqa: E402
 from biosyn.data.errors import FormatError  # noqa: E402
 from biosyn.data.pubmed import iter_pubmed, read_pubmed  # noqa: E402
 from biosyn.data.sources import read_file  # noqa: E402
 from biosyn.model.specs import load_model  # noqa: E402
 from biosyn.preprocess.pipeline import build_dictionary  # noqa: E402
 from biosyn.scale.batch import BatchJob, ShardWorker, run_batch  # noqa: E402
-from biosyn.scale.shards import plan_shards, read_rows, shard_status  # noqa: E402
+from biosyn.scale.shards import Shard, annotate_shard, plan_shards, read_rows, shard_status  # noqa: E402
 from biosyn.search.index import NameIndex  # noqa: E402
-from tiny import tiny_vocabulary  # noqa: E402
+from tiny import tiny_tagger, tiny_vocabulary  # noqa: E402
 
 PUBMED = """<?xml version="1.0" encoding="utf-8"?>
 <!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN" "https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">
@@ -83,6 +84,36 @@ def test_pubmed_broken_xml_keeps_the_articles_before(tmp_path):
     sources = read_file(path)
     assert [s.id for s in sources] == ["101", "cut.xml.gz:article2", "cut.xml.gz:rest"]
     assert "cut.xml.gz" in sources[-1].error
+
+
+def test_shards_of_files_folders_and_globs(tmp_path):
+    (tmp_path / "shards").mkdir()
+    for name in ("pubmed25n0001.xml.gz", "pubmed25n0001.xml.gz.md5", "pubmed25n0002.xml.gz", ".hidden.jsonl"):
+        (tmp_path / "shards" / name).write_text("")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "one.txt").write_text("Wilson disease.")
+    shards = plan_shards([str(tmp_path / "shards"), str(tmp_path / "notes"), str(tmp_path / "shards" / "*0002.xml.gz")])
+    assert [(s.name, Path(s.path).name, s.folder) for s in shards] == [
+        ("pubmed25n0001", "pubmed25n0001.xml.gz", False), ("pubmed25n0002", "pubmed25n0002.xml.gz", False), ("notes", "notes", True)]
+    (tmp_path / "b.jsonl").write_text("")
+    (tmp_path / "b.pubtator").write_text("")
+    with pytest.raises(ValueError, match="would both write shard 'b'"):
+        plan_shards([str(tmp_path / "b.*")])
+    with pytest.raises(FileNotFoundError, match="nothing matches"):
+        plan_shards([str(tmp_path / "nothing*.xml")])
+
+
+def test_without_a_tagger_documents_without_spans_are_counted_bad(tmp_path):
+    vocabulary = tiny_vocabulary()
+    linker = load_model("sparse")
+    linker.build_index(build_dictionary(vocabulary), vocabulary)
+    shard = Shard("pubmed", str(write_pubmed(tmp_path / "pubmed.xml.gz")))
+    manifest = annotate_shard(Annotator(None, linker), shard, tmp_path / "out", {}, job_fingerprint="x")
+    assert manifest["counts"] == {"documents": 3, "annotated": 0, "bad": 3, "mentions": 0}
+    assert [b["id"] for b in manifest["bad"]] == ["101", "pubmed.xml.gz:article2", "103"]
+    assert manifest["bad"][0]["error"].startswith("101: annotation failed: ValueError: no tagger")
+    assert [(r["document"], r["position"]) for r in read_rows(tmp_path / "out" / "pubmed.mentions.jsonl")] == [
+        ("101", 0), ("pubmed.xml.gz:article2", 1), ("103", 2)]
 
 
 # -- the batch job on Ray ---------------------------------------------------------------------
@@ -242,3 +273,29 @@ def test_the_command_writes_parquet_and_a_summary(corpus, tmp_path, capsys):
     assert main(args) == 0
     assert "0 done now, 3 already done" in capsys.readouterr().err
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_tagger_finds_mentions_on_ray_exactly_as_in_one_process(corpus, tmp_path):
+    """PubMed XML and a folder of .txt files have no spans: the actors' tagger finds them, as one process's does."""
+    from biosyn.ner.tagger import DiseaseTagger
+
+    root, _, _ = corpus
+    inputs = tmp_path / "inputs"
+    (inputs / "notes").mkdir(parents=True)
+    write_pubmed(inputs / "pubmed.xml.gz")
+    (inputs / "notes" / "n1.txt").write_text("lynch syndrome and hnpcc in a family")
+    (inputs / "notes" / "n2.txt").write_text("")
+    tiny_tagger(tmp_path / "tagger")
+    linker = load_model("sparse").use_index(NameIndex.load(root / "index"))
+    job = BatchJob.create(linker, root / "index", tmp_path / "tagger")
+    shards = plan_shards([str(inputs / "pubmed.xml.gz"), str(inputs / "notes")])
+    report = run_batch(shards, tmp_path / "ray", job, workers=1, retries=0)
+    assert report.missing == {} and report.total("documents") == 5 and report.total("bad") == 1
+    annotator = Annotator(DiseaseTagger.from_pretrained(tmp_path / "tagger"), linker)
+    for shard in shards:
+        annotate_shard(annotator, shard, tmp_path / "one", job.settings, job_fingerprint=job.fingerprint)
+        ours, theirs = (tmp_path / d / f"{shard.name}.mentions.jsonl" for d in ("ray", "one"))
+        assert ours.read_bytes() == theirs.read_bytes()
+    rows = read_rows(tmp_path / "ray" / "notes.mentions.jsonl")
+    assert sorted({(r["document"], r["position"]) for r in rows}) == [("n1", 0), ("n2", 1)]

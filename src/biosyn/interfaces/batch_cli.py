@@ -72,7 +72,12 @@ def cmd_batch(args) -> int:
     job = BatchJob.create(linker, index, tagger, mode=args.mode, min_score=default_min_score(linker, args.min_score),
                           input_format=args.input_format, output_format=args.format, batch_size=args.batch_size,
                           trust_pickle=args.trust_pickle, bf16=args.bf16)
-    report = run_batch(shards, args.output, job, workers=args.workers, address=args.address, retries=args.retries)
+    def done(shard: dict) -> None:
+        counts = shard["counts"]
+        print(f"done: {shard['shard']}: {counts['documents']} documents, {counts['mentions']} mentions, {counts['bad']} bad",
+              file=sys.stderr)
+
+    report = run_batch(shards, args.output, job, workers=args.workers, address=args.address, retries=args.retries, on_done=done)
     summary = report.as_json()
     write_json(Path(args.output) / SUMMARY, summary)
     for name, reason in report.redone.items():

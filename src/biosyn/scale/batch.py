@@ -25,15 +25,13 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..search.index import file_checksums, sparse_fingerprint
 from .shards import Shard, annotate_shard, read_manifest, shard_from_json, shard_status, shard_to_json
-
-log = logging.getLogger(__name__)
 
 RETRIES = 3  # restarts of a dead actor, and retries of its shard
 
@@ -147,9 +145,10 @@ class BatchReport:
 
 def run_batch(shards: Sequence[Shard], output_dir: str | Path, job: BatchJob, *, workers: int | None = None,
               address: str | None = None, worker_class: type = ShardWorker, retries: int = RETRIES,
-              progress: bool = False) -> BatchReport:
+              progress: bool = False, on_done: Callable[[dict], None] | None = None) -> BatchReport:
     """Annotates the shards not yet done and valid on Ray; starts a local Ray (or joins `address`) unless
-    one is running, and stops only one it started. `worker_class` is the actor (a `ShardWorker`)."""
+    one is running, and stops only one it started. `worker_class` is the actor (a `ShardWorker`);
+    `on_done` is called with each shard's `{"shard", "counts"}` as it finishes."""
     import ray
     from ray.data import DataContext
 
@@ -185,7 +184,8 @@ def run_batch(shards: Sequence[Shard], output_dir: str | Path, job: BatchJob, *,
                                               batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
                                               ray_remote_args_fn=lambda: remote_args)
             for row in results.iter_rows():
-                log.info("shard done: %s", row["summary"])
+                if on_done is not None:
+                    on_done(json.loads(row["summary"]))
         except Exception as error:  # Ray's own failure; which shards it cost is found below
             report.errors.append(f"{type(error).__name__}: {error}")
         finally:

@@ -32,6 +32,7 @@ from ..data.sources import Source, read_file, read_sources
 FORMAT = "biosyn.batch-shard"
 VERSION = 1
 OUTPUT_FORMATS = ("jsonl", "parquet")
+CHECKSUM_FILES = (".md5", ".sha256")  # beside NLM's baseline files; never shards
 # The row of each mention; a document without mentions has start/end/text/type None, a bad one its `error`.
 COLUMNS = ("document", "position", "start", "end", "text", "type", "ids", "names", "scores", "error")
 
@@ -53,7 +54,7 @@ class Shard:
 
 def plan_shards(inputs: Sequence[str]) -> list[Shard]:
     """The shards that `inputs` name: files; folders (a folder holding `.txt` files is one shard of
-    them, any other folder gives each of its files as a shard); or globs of either. Two inputs
+    them, any other folder gives each of its files as a shard, but hidden and `.md5` files); or globs of either. Two inputs
     whose outputs would have the same name are an error, since one would overwrite the other."""
     import glob
 
@@ -61,7 +62,7 @@ def plan_shards(inputs: Sequence[str]) -> list[Shard]:
     for spec in inputs:
         path = Path(spec)
         if path.is_dir() and not any(path.glob("*.txt")):
-            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix not in CHECKSUM_FILES)
         elif path.exists():
             found = [path]
         else:
