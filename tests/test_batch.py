@@ -79,7 +79,7 @@ def test_pubmed_broken_xml_keeps_the_articles_before(tmp_path):
     third = PUBMED.index("<PubmedArticle>", PUBMED.index("without its PMID"))
     cut = PUBMED[:third] + "<PubmedArticle><Medline"
     path = write_pubmed(tmp_path / "cut.xml.gz", cut)
-    with pytest.raises(FormatError, match="not well-formed XML .* after 2 articles"):
+    with pytest.raises(FormatError, match=r":20: xml: unclosed token: line 20, column 15 \(after 2 articles\)"):
         list(iter_pubmed(path))
     sources = read_file(path)
     assert [s.id for s in sources] == ["101", "cut.xml.gz:article2", "cut.xml.gz:rest"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import os
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -53,10 +54,8 @@ def iter_pubmed(path: str | os.PathLike, deleted: list[str] | None = None) -> It
                         deleted.extend(_text(p) for p in element.iter("PMID"))
                     element.clear()
         except ET.ParseError as error:
-            line, column = error.position
-            raise FormatError(path, line, "xml", f"not well-formed XML at column {column + 1} ({error.msg}), "
-                                                 f"after {position} articles") from None
-        except (EOFError, OSError) as error:  # a truncated or damaged gzip stream
+            raise FormatError(path, error.position[0], "xml", f"{error.msg} (after {position} articles)") from None
+        except (EOFError, OSError, zlib.error) as error:  # a truncated or damaged gzip stream
             raise FormatError(path, None, "gzip", f"damaged compressed data after {position} articles ({error})") from None
 
 

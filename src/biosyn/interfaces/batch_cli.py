@@ -88,7 +88,7 @@ def cmd_batch(args) -> int:
     for error in report.errors:
         print(f"ray: {error}", file=sys.stderr)
     for name, reason in report.missing.items():
-        print(f"missing: {name}: {reason}", file=sys.stderr)
+        print(f"missing: {name}: {reason} (the same command again redoes just the missing shards)", file=sys.stderr)
     counts = summary["counts"]
     print(f"biosyn batch: {len(shards)} shards: {len(report.manifests) - len(report.skipped)} done now, "
           f"{len(report.skipped)} already done, {len(report.missing)} missing; {counts['documents']} documents, "
