@@ -17,7 +17,9 @@ from biosyn.data.ctd import read_ctd
 from biosyn.data.custom import read_jsonl_vocabulary, read_tsv_vocabulary
 from biosyn.data.errors import FormatError
 from biosyn.data.medic import read_medic
+from biosyn.data.pubmed import read_pubmed
 from biosyn.data.pubtator import parse_pubtator, read_pubtator
+from biosyn.data.sources import read_file
 from biosyn.data.vocabularies import FORMATS, load_vocabulary
 from biosyn.interfaces.normalize_files import FORMATS as INPUT_FORMATS, _read_records, detect_format
 from biosyn.preprocess.abbreviations import expand_abbreviations, find_abbreviations
@@ -81,6 +83,28 @@ def test_readers_take_any_bytes(name, data):
 def test_ctd_reads_any_gzip_stream(data, cut):
     packed = gzip.compress(data)
     _strict_and_lenient(read_ctd, _write(packed[: max(cut, 2)] if cut < len(packed) else packed, "CTD_diseases.tsv.gz"))
+
+
+XML_PIECES = ['<?xml version="1.0"?>', "<PubmedArticleSet>", "</PubmedArticleSet>", "<PubmedArticle>", "</PubmedArticle>",
+              "<PubmedBookArticle>", "<BookDocument>", "<MedlineCitation>", "</MedlineCitation>", "<PMID>", "</PMID>", "12",
+              "<Article>", "</Article>", "<ArticleTitle>", "</ArticleTitle>", "<Abstract>", "</Abstract>",
+              '<AbstractText Label="METHODS">', "<AbstractText>", "</AbstractText>", "<DeleteCitation>", "</DeleteCitation>",
+              "<i>", "</i>", "&amp;", "&bogus;", "<!DOCTYPE PubmedArticleSet>", "\n", "\ufeff", "\x00", "é"]
+xml_bytes = st.lists(st.one_of(st.sampled_from(XML_PIECES).map(str.encode), st.binary(max_size=4)), max_size=40).map(b"".join)
+
+
+@FUZZ
+@given(data=xml_bytes, packed=st.booleans())
+def test_pubmed_xml_takes_any_bytes(data, packed):
+    path = _write(gzip.compress(data) if packed else data, "pubmed.xml.gz" if packed else "pubmed.xml")
+    skipped: list[FormatError] = []
+    try:
+        read_pubmed(path, skipped)
+    except FormatError as error:  # not well-formed XML names its line
+        _check(error, path, allow_no_line=error.field == "gzip")
+    for error in skipped:  # a bad article names its position, not a line
+        _check(error, path, allow_no_line=True)
+    assert all(s.doc is not None or s.error for s in read_file(path))  # every document, or why it is bad
 
 
 @pytest.mark.parametrize("reader", [read_dictionary, read_concept_file, load_spelling_fixes])

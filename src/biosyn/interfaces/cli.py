@@ -19,7 +19,7 @@ from pathlib import Path
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
 from ..data.vocabularies import FORMATS as VOCABULARY_FORMATS
 from ..search.scoring import MODES
-from . import tagger_cli, training_cli
+from . import batch_cli, tagger_cli, training_cli
 from .annotate_files import add_annotate_parser, cmd_annotate
 from .normalize_files import FORMATS as FILE_FORMATS
 from .server.cli import add_serve_parser, cmd_serve
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     training_cli.add_parsers(sub)
     tagger_cli.add_parsers(sub)
+    batch_cli.add_parsers(sub)
     return parser
 
 
@@ -291,7 +292,7 @@ def cmd_normalize(args) -> int:
 
 COMMANDS = {"data": cmd_data, "evaluate": cmd_evaluate, "index": cmd_index, "normalize": cmd_normalize, "annotate": cmd_annotate,
             "serve": cmd_serve,
-            **training_cli.COMMANDS, **tagger_cli.COMMANDS}
+            **training_cli.COMMANDS, **tagger_cli.COMMANDS, **batch_cli.COMMANDS}
 
 
 if __name__ == "__main__":

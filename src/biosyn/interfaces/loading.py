@@ -41,18 +41,24 @@ def default_tagger_spec() -> str:
 def load_tagger(spec: str | None = None, options: dict | None = None, **hub_kwargs):
     """A tagger folder or hub id; default: $BIOSYN_TAGGER, else the trained runs/ncbi-disease/tagger.
     `options` override its saved `TaggerOptions` (window, propagation, int8)."""
-    from ..model.biosyn import _local_or_download
     from ..ner.tagger import DiseaseTagger
 
     spec = spec or default_tagger_spec()
+    tagger = DiseaseTagger.from_pretrained(tagger_folder(spec, **hub_kwargs), **(options or {}))
+    tagger.spec = spec
+    return tagger
+
+
+def tagger_folder(spec: str | None = None, **hub_kwargs) -> Path:
+    """The folder of a tagger folder or hub id (downloaded); default as `load_tagger`'s."""
+    from ..model.biosyn import _local_or_download
+
+    spec = spec or default_tagger_spec()
     try:
-        folder = _local_or_download(spec, hub_kwargs)
+        return _local_or_download(spec, hub_kwargs)
     except Exception as error:  # the hub's errors (offline, no such repo, a bad id) all mean the same here
         raise FileNotFoundError(f"tagger {spec!r} is neither a folder here nor a hub model that could be "
                                 f"downloaded ({type(error).__name__}: {error})") from error
-    tagger = DiseaseTagger.from_pretrained(folder, **(options or {}))
-    tagger.spec = spec
-    return tagger
 
 
 def load_linker(spec: str | None = None, *, index: str | os.PathLike | None = None, vocabulary: str = "medic-2012",

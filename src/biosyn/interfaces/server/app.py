@@ -32,13 +32,13 @@ from pydantic import AfterValidator, BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException
 
 from ...annotation.annotator import LinkedMention, confident, linked_document
+from ...annotation.sources import mention_json
 from ...data.bioc import bioc_collection
 from ...data.errors import FormatError, SpanError
 from ...data.ids import normalize_id
 from ...data.pubtator import format_pubtator, parse_pubtator
 from ...data.records import Document, Mention
 from ...search.scoring import MODES, Mode
-from ..annotate_files import mention_json
 from ..normalize_files import result_json
 
 PAGE = Path(__file__).with_name("page.html")
