@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny import tiny_bert, tiny_vocabulary
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from biosyn.interfaces.cli import main
@@ -14,6 +13,7 @@ from biosyn.model.rerank import CrossEncoderReranker, RerankerOptions
 from biosyn.preprocess.pipeline import build_dictionary
 from biosyn.training.queries import TrainingQuery
 from biosyn.training.rerank import RerankTrainingConfig, train_reranker, training_lists
+from tiny import tiny_bert, tiny_vocabulary
 
 # Sparse BioSyn ranks "tumor" (Neoplasms) first for these; the right concept is 4th.
 WRONG_FIRST = [TrainingQuery("tumor of the ovary", ("D010051",)), TrainingQuery("hereditary cancer", ("D003123",))]
