@@ -303,7 +303,7 @@ def cmd_annotate(args) -> int:
     # The tagger first: a missing one is a quick error, before the index is built.
     tagger = load_tagger(args.tagger) if any(s.doc is not None and s.spans is None for s in sources) else None
     linker = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, add_mentions=args.add_mentions,
-                         data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16)
+                         data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     annotator = Annotator(tagger, linker, mode=args.mode, min_score=default_min_score(linker, args.min_score))
     annotate_sources(annotator, sources, batch=args.batch_size)
     text = render(sources, fmt)

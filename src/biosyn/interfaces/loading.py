@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..data.locate import ENV_CACHE
+from ..data.locate import cache_root
 from ..data.records import Dictionary, Vocabulary
 from ..model.biosyn import BioSyn, vocabulary_fingerprint
 from ..model.presets import MINILM_MIN_LINK_SCORE
@@ -57,10 +57,11 @@ def load_tagger(spec: str | None = None, options: dict | None = None, **hub_kwar
 
 def load_linker(spec: str | None = None, *, index: str | os.PathLike | None = None, vocabulary: str = "medic-2012",
                 add_mentions: str | None = None, data_dir: str | os.PathLike | None = None, trust_pickle: bool = False,
-                bf16: bool = False) -> BioSyn:
+                bf16: bool = False, backend: str | None = None) -> BioSyn:
     """A model with its index: a saved `index` folder, else one built (or cached) for `vocabulary`
-    (MEDIC 2012 also gets the NCBI disease train and dev mentions when present, as BioSyn's test dictionary)."""
-    model = load_model(spec, trust_pickle=trust_pickle, bf16=bf16)
+    (MEDIC 2012 also gets the NCBI disease train and dev mentions when present, as BioSyn's test dictionary).
+    `backend`: None runs the encoder on ONNX when the model has a current export, else on torch."""
+    model = load_model(spec, trust_pickle=trust_pickle, bf16=bf16, backend=backend)
     if index:
         model.use_index(NameIndex.load(index))
     else:
@@ -72,7 +73,7 @@ def load_linker(spec: str | None = None, *, index: str | os.PathLike | None = No
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "biosyn") / "indexes"
+    return cache_root() / "indexes"
 
 
 def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, *, index_dir: str | os.PathLike | None = None,

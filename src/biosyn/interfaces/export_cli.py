@@ -1,0 +1,37 @@
+"""`biosyn export`: a model's encoder as ONNX, so inference runs without torch (`encoders.onnx`)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a model's encoder to ONNX for torch-free inference (--backend onnx)",
+                       description="Writes model.onnx (and model.int8.onnx with --int8) and biosyn_onnx.json beside the "
+                                   "model's weights; a folder that cannot be written (the packaged MiniLM) gets its "
+                                   "export under $BIOSYN_CACHE/onnx. Needs torch. The export is checked against torch "
+                                   "on a few names.")
+    p.add_argument("model", nargs="?", help="'minilm', a biosyn model folder, a released BioSyn checkpoint or a "
+                                            "transformers folder (default: as the other commands)")
+    p.add_argument("--int8", action="store_true", help="also write int8 weights (dynamic quantisation; --backend onnx-int8)")
+    p.add_argument("--output", help="folder to write into instead (found only when it is the model folder or the cache)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..encoders.onnx import cache_folder, export
+    from ..model.specs import load_model, model_folder
+
+    started = time.perf_counter()
+    folder = model_folder(args.model)
+    model = load_model(args.model, backend="torch")
+    assert model.fingerprint is not None  # model_folder refused the sparse model
+    # The packaged MiniLM lives in site-packages, which may be read-only or shared: its export goes to the cache.
+    output = args.output or (cache_folder(folder) if model.spec == "minilm" else None)
+    where = export(model.encoder, folder, fingerprint=model.fingerprint, similarity=model.similarity, int8=args.int8,
+                   output=output)
+    print(f"exported {model.spec} (fingerprint {model.fingerprint}) to {where} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+COMMANDS = {"export": cmd_export}
