@@ -222,6 +222,9 @@ class BioSyn:
         self.index = NameIndex.build(
             dictionary, self.sparse_encoder, matrix, list(vocabulary),
             {"model_fingerprint": self.fingerprint if matrix is not None else None,
+             # How the rows were computed; not part of what they mean, so in no cache key.
+             "embedded_with": {"backend": str(getattr(self.encoder, "backend", "torch")), "bf16": self.embed_options.bf16}
+             if matrix is not None else None,
              "vocabulary_fingerprint": vocabulary_fingerprint(vocabulary),
              "similarity": self.similarity, **(manifest or {})},
         )
