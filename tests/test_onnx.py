@@ -111,6 +111,9 @@ def test_backend_default_is_onnx_when_exported_and_onnx_without_export_is_a_clea
         main([*args, "--backend", "tensorflow"])
     assert main(["export", str(folder)]) == 0
     assert isinstance(BioSyn.from_pretrained(folder, backend=None).encoder, OnnxEncoder)
+    capsys.readouterr()
+    assert main(["export", str(folder)]) == 0  # current: nothing to do
+    assert "is current" in capsys.readouterr().out
     assert main([*args, "--backend", "onnx", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["ids"] == ["X:1"]
     assert main([*args, "--backend", "onnx-int8"]) == 2  # exported without --int8

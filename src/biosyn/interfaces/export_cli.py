@@ -16,14 +16,23 @@ def add_export_parser(sub) -> None:
                                             "transformers folder (default: as the other commands)")
     p.add_argument("--int8", action="store_true", help="also write int8 weights (dynamic quantisation; --backend onnx-int8)")
     p.add_argument("--output", help="folder to write into instead (found only when it is the model folder or the cache)")
+    p.add_argument("--force", action="store_true", help="export again even when a current export exists")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..encoders.onnx import cache_folder, export
+    from ..encoders.onnx import Backend, StaleExportError, cache_folder, export, find_export
     from ..model.specs import load_model, model_folder
 
     started = time.perf_counter()
     folder = model_folder(args.model)
+    if not args.force and not args.output:
+        try:
+            current = find_export(folder, Backend.ONNX_INT8 if args.int8 else Backend.ONNX)
+        except StaleExportError:
+            current = None
+        if current is not None:
+            print(f"the export in {current} is current (--force to export again)")
+            return 0
     model = load_model(args.model, backend="torch")
     assert model.fingerprint is not None  # model_folder refused the sparse model
     # The packaged MiniLM lives in site-packages, which may be read-only or shared: its export goes to the cache.
