@@ -121,8 +121,33 @@ def test_backend_default_is_onnx_when_exported_and_onnx_without_export_is_a_clea
     assert Backend("onnx") is Backend.ONNX
 
 
+TEXTS = ["Hereditary nonpolyposis colorectal cancer (HNPCC) is also called Lynch syndrome.", "Wilson disease", ""]
+
+
+def test_the_tagger_exports_and_tags_as_on_torch(tmp_path, capsys):
+    from biosyn.ner.tagger import DiseaseTagger
+    from tiny import tiny_tagger
+
+    folder = tmp_path / "tagger"
+    torch_tagger = tiny_tagger(folder, max_length=16, overlap=4)  # short windows: the first text needs several
+    assert main(["export", str(folder), "--int8"]) == 0
+    assert "exported the tagger" in capsys.readouterr().out
+    onnx = DiseaseTagger.from_pretrained(folder, backend=None)
+    assert onnx.onnx is not None and onnx.model is None
+    for (tokens, got), (want_tokens, want) in zip(onnx.word_log_probs(TEXTS), torch_tagger.word_log_probs(TEXTS)):
+        assert tokens == want_tokens
+        np.testing.assert_allclose(got, want, atol=ATOL)
+    assert onnx.tag(TEXTS) == torch_tagger.tag(TEXTS)
+    assert DiseaseTagger.from_pretrained(folder, backend="onnx", int8=True).onnx is not None  # the int8 file
+    with pytest.raises(NoExportError):
+        OnnxEncoder(folder)  # a tagger's export is not an encoder's
+
+
 def test_the_onnx_inference_path_imports_neither_torch_nor_transformers(tmp_path):
+    from tiny import tiny_tagger
+
     model, folder = exported(tmp_path)
+    tiny_tagger(tmp_path / "tagger").export_onnx(tmp_path / "tagger")
     vocab = tiny_vocabulary()
     model.build_index(build_dictionary(vocab), vocab).save(tmp_path / "index")
     code = f"""
@@ -130,11 +155,14 @@ import sys, json
 import biosyn
 from biosyn.interfaces.cli import build_parser
 build_parser().parse_args(["normalize", "x"])
+from biosyn.annotation.annotator import Annotator
+from biosyn.interfaces.loading import load_tagger
 from biosyn.model.specs import load_model
 from biosyn.search.index import NameIndex
 model = load_model({str(folder)!r}, backend=None)
 model.use_index(NameIndex.load({str(tmp_path / "index")!r}))
 top = model.normalize(["wilson disease"], k=2)[0].candidates[0][0].name
+Annotator(load_tagger({str(tmp_path / "tagger")!r}), model).annotate(["Wilson disease runs in families."])
 print(json.dumps([type(model.encoder).__name__, top, sorted(m for m in ("torch", "transformers") if m in sys.modules)]))
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

@@ -51,6 +51,7 @@ SIDECAR = "biosyn_onnx.json"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT = "biosyn.onnx"
 VERSION = 1
+OPSET = 17
 BACKEND_HELP = ("what runs the encoder: torch, onnx or onnx-int8 (an export made by `biosyn export`); "
                 "default: onnx when the model has a valid export, else torch")
 
@@ -153,27 +154,19 @@ class OnnxEncoder:
     """`DenseEncoder`'s inference half on onnxruntime: `embed` gives the same vectors (to float error)."""
 
     def __init__(self, where: str | os.PathLike, *, int8: bool = False, threads: int | None = None):
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         where = Path(where)
         info = read_sidecar(where)
-        if info is None:
-            raise NoExportError(f"{where}: no {SIDECAR}; make an export with `biosyn export`")
+        if info is None or info.get("kind", "encoder") != "encoder":
+            raise NoExportError(f"{where}: no encoder export ({SIDECAR}); make one with `biosyn export`")
         self.exported = info
         self.pooling: str = info["pooling"]
         self.max_length: int = int(info["max_length"])
         self.hidden_size: int = int(info["hidden_size"])
         self.name_or_path: str = info.get("source", str(where))
         self.backend = Backend.ONNX_INT8 if int8 else Backend.ONNX
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(where / ONNX_FILES[self.backend]), options, providers=["CPUExecutionProvider"])
+        self.session = inference_session(where / ONNX_FILES[self.backend], threads)
         self.inputs = {i.name for i in self.session.get_inputs()}
-        self.tokenizer = Tokenizer.from_file(str(where / info.get("tokenizer", TOKENIZER_FILE)))
-        self.tokenizer.no_padding()
+        self.tokenizer = load_tokenizer(where, info)
 
     def fingerprint(self, similarity: str) -> str:
         """The model fingerprint of the weights it was exported from, for the configuration it was exported with."""
@@ -206,6 +199,26 @@ class OnnxEncoder:
         return out
 
 
+def inference_session(path: Path, threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def load_tokenizer(where: Path, info: dict) -> Any:
+    """The export's `tokenizers.Tokenizer`, without the padding or truncation its file may set."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(where / info.get("tokenizer", TOKENIZER_FILE)))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
 def _pad(encodings: list, width: int) -> dict[str, np.ndarray]:
     feed = {key: np.zeros((len(encodings), width), dtype=np.int64) for key in ("input_ids", "attention_mask", "token_type_ids")}
     for row, e in enumerate(encodings):
@@ -230,37 +243,54 @@ def export(encoder: Any, source: str | os.PathLike, *, fingerprint: str, similar
            output: str | os.PathLike | None = None, check_texts: Sequence[str] = ("wilson disease", "x", "hereditary breast and ovarian cancer")) -> Path:
     """Exports a `DenseEncoder` loaded from `source` into `output` (default: `source` when it can be
     written, else the cache). Checks the tokenizer and the vectors against the torch encoder on `check_texts`."""
-    import torch
+    where = export_folder(source, output)
+    sample = encoder.tokenizer(list(check_texts), padding=True, truncation=True, max_length=encoder.max_length, return_tensors="pt")
+    files, names = export_graph(encoder.model, sample, where, "last_hidden_state", int8=int8)
+    info = {"kind": "encoder", "fingerprint": fingerprint, "pooling": encoder.pooling, "max_length": encoder.max_length,
+            "similarity": str(similarity), "hidden_size": encoder.hidden_size, "files": files, "inputs": names}
+    write_sidecar(where, source, encoder.tokenizer, info)
+    try:
+        _check(encoder, where, list(check_texts))
+    except ValueError:
+        (where / SIDECAR).unlink()  # an export that fails its check is never found
+        raise
+    return where
 
+
+def export_folder(source: str | os.PathLike, output: str | os.PathLike | None) -> Path:
+    """Where an export of `source` goes: `output`, else beside the weights when they can be written, else the cache."""
     source = Path(source)
     if not weight_files(source):
         raise NoExportError(f"{source}: no weight files (*.safetensors, pytorch_model*.bin) to bind an export to")
     where = Path(output) if output else (source if os.access(source, os.W_OK) else cache_folder(source))
     where.mkdir(parents=True, exist_ok=True)
-    tokenizer_file = TOKENIZER_FILE
-    if not (where / TOKENIZER_FILE).is_file():
-        encoder.tokenizer.backend_tokenizer.save(str(where / TOKENIZER_FILE))
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    sample = encoder.tokenizer(list(check_texts), padding=True, truncation=True, max_length=encoder.max_length, return_tensors="pt")
-    names = [n for n in names if n in sample]
+    return where
 
-    class LastHidden(torch.nn.Module):
+
+def export_graph(model: Any, sample: Any, where: Path, output: str, *, int8: bool = False) -> tuple[list[str], list[str]]:
+    """Traces `model(**inputs).<output>` to `where/model.onnx` (and its int8 copy) with dynamic batch and
+    length; returns the files written and the input names."""
+    import torch
+
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+
+    class Output(torch.nn.Module):
         def __init__(self, model):
             super().__init__()
             self.model = model
 
         def forward(self, *inputs):
-            return self.model(**dict(zip(names, inputs))).last_hidden_state
+            return getattr(self.model(**dict(zip(names, inputs))), output)
 
-    model = encoder.model.eval().to("cpu")
+    model = model.eval().to("cpu")
     tmp = where / (ONNX_FILES[Backend.ONNX] + ".tmp")
     with torch.inference_mode(), warnings.catch_warnings():
         # The TorchScript exporter: it works offline with torch 2.13 and transformers 5 (the dynamo one wants
         # onnxscript). Its tracer warnings are about shapes fixed at trace time that an encoder never changes.
         warnings.simplefilter("ignore")
-        torch.onnx.export(LastHidden(model), tuple(sample[n].cpu() for n in names), str(tmp), input_names=names,
-                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
-                          dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]})
+        torch.onnx.export(Output(model), tuple(sample[n].cpu() for n in names), str(tmp), input_names=names,
+                          output_names=[output], opset_version=OPSET, dynamo=False,
+                          dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, output]})
     os.replace(tmp, where / ONNX_FILES[Backend.ONNX])
     files = [ONNX_FILES[Backend.ONNX]]
     if int8:
@@ -270,19 +300,20 @@ def export(encoder: Any, source: str | os.PathLike, *, fingerprint: str, similar
         quantize_dynamic(where / ONNX_FILES[Backend.ONNX], tmp, weight_type=QuantType.QInt8)
         os.replace(tmp, where / ONNX_FILES[Backend.ONNX_INT8])
         files.append(ONNX_FILES[Backend.ONNX_INT8])
-    info = {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "pooling": encoder.pooling,
-            "max_length": encoder.max_length, "similarity": str(similarity), "hidden_size": encoder.hidden_size,
-            "source": str(source), "tokenizer": tokenizer_file, "files": files, "inputs": names,
-            "weights_stat": weights_stat(source), "weights_sha256": weights_sha256(source),
-            "torch": torch.__version__, "opset": 17}
+    return files, names
+
+
+def write_sidecar(where: Path, source: str | os.PathLike, tokenizer: Any, info: dict) -> None:
+    """The tokenizer (unless `where` has one) and `biosyn_onnx.json`, written last: it makes the export findable."""
+    import torch
+
+    if not (where / TOKENIZER_FILE).is_file():
+        tokenizer.backend_tokenizer.save(str(where / TOKENIZER_FILE))
+    info = {"format": FORMAT, "version": VERSION, **info, "source": str(source), "tokenizer": TOKENIZER_FILE,
+            "weights_stat": weights_stat(Path(source)), "weights_sha256": weights_sha256(Path(source)),
+            "torch": torch.__version__, "opset": OPSET}
     with atomic_write(where / SIDECAR) as out:
         json.dump(info, out, indent=1)
-    try:
-        _check(encoder, where, list(check_texts))
-    except ValueError:
-        (where / SIDECAR).unlink()  # an export that fails its check is never found
-        raise
-    return where
 
 
 def _check(encoder: Any, where: Path, texts: list[str]) -> None:

@@ -46,9 +46,10 @@ def default_tagger_spec() -> str:
                             f"(about 20 min on 2 cores), or name one with --tagger or ${ENV_TAGGER}")
 
 
-def load_tagger(spec: str | None = None, options: dict | None = None, **hub_kwargs):
+def load_tagger(spec: str | None = None, options: dict | None = None, backend: str | None = None, **hub_kwargs):
     """A tagger folder or hub id; default: $BIOSYN_TAGGER, else the trained runs/ncbi-disease/tagger.
-    `options` override its saved `TaggerOptions` (window, propagation, int8)."""
+    `options` override its saved `TaggerOptions` (window, propagation, int8). `backend`: None runs its
+    ONNX export when it has a current one, else torch."""
     from ..model.biosyn import _local_or_download
     from ..ner.tagger import DiseaseTagger
 
@@ -58,7 +59,7 @@ def load_tagger(spec: str | None = None, options: dict | None = None, **hub_kwar
     except Exception as error:  # the hub's errors (offline, no such repo, a bad id) all mean the same here
         raise FileNotFoundError(f"tagger {spec!r} is neither a folder here nor a hub model that could be "
                                 f"downloaded ({type(error).__name__}: {error})") from error
-    tagger = DiseaseTagger.from_pretrained(folder, **(options or {}))
+    tagger = DiseaseTagger.from_pretrained(folder, backend=backend, **(options or {}))
     tagger.spec = spec
     return tagger
 

@@ -165,7 +165,7 @@ def cmd_evaluate(args) -> int:
         from ..annotation.annotator import Annotator
         from .loading import attach_index, default_min_score, load_model, load_tagger
 
-        tagger = load_tagger(args.tagger, tagger_overrides(args))
+        tagger = load_tagger(args.tagger, tagger_overrides(args), backend=args.backend)
         blank = [Document(d.pmid, d.title, d.abstract) for d in gold]
         if args.ner_only:
             started = time.perf_counter()

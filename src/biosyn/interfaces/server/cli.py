@@ -47,7 +47,7 @@ def cmd_serve(args) -> int:
     except FileNotFoundError as error:  # serving mentions given as spans needs no tagger
         tagger_spec = None
         print(f"biosyn serve: /annotate will need mention spans: {error}", file=sys.stderr)
-    tagger = load_tagger(tagger_spec) if tagger_spec else None
+    tagger = load_tagger(tagger_spec, backend=args.backend) if tagger_spec else None
     model = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, data_dir=args.data_dir,
                         trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
