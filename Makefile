@@ -29,6 +29,7 @@ $(TAGGER)/config.json: | setup
 # mentions normalised.
 run: setup $(TAGGER)/config.json
 	$(VENV)/bin/biosyn export --int8   # the model's encoder to ONNX: the commands below and after run without torch
+	$(VENV)/bin/biosyn export $(TAGGER)
 	$(VENV)/bin/biosyn evaluate --corpus ncbi-disease --split test
 	$(VENV)/bin/biosyn tagger evaluate --corpus ncbi-disease --split test
 	$(VENV)/bin/biosyn annotate "Hereditary nonpolyposis colorectal cancer (HNPCC) and breast and ovarian cancer run in families; HNPCC is also called Lynch syndrome."

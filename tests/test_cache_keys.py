@@ -76,3 +76,19 @@ def manifest_dir_name(manifest, tmp_path):
     (path,) = [p for p in (tmp_path / "cache" / "indexes").iterdir() if p.name != "keys"]
     assert json.loads((path / "manifest.json").read_text())["dictionary_fingerprint"] == manifest["dictionary_fingerprint"]
     return path.name
+
+
+def test_torch_and_onnx_share_a_cached_index_and_int8_has_its_own(tmp_path, counted):
+    from biosyn.encoders.onnx import export
+
+    vocab = tmp_path / "v.tsv"
+    vocab.write_text(VOCAB)
+    bert, tokenizer = tiny_bert(tmp_path / "base")
+    model = BioSyn(DenseEncoder(bert, tokenizer))
+    model.save_pretrained(tmp_path / "model")
+    export(model.encoder, tmp_path / "model", fingerprint=model.fingerprint, similarity=model.similarity, int8=True)
+    paths = {}
+    for backend in ("onnx", "torch", "onnx-int8", None):
+        paths[backend] = loading.load_linker(str(tmp_path / "model"), vocabulary=str(vocab), backend=backend).index.path
+    assert counted["dictionary"] == 2  # onnx built, torch and the default (onnx) found it; int8 built its own
+    assert paths["onnx"] == paths["torch"] == paths[None] != paths["onnx-int8"]

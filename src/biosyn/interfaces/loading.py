@@ -8,8 +8,9 @@ is rebuilt with a warning; a cache that cannot be written only costs the next ru
 A command that names its dictionary by files (`load_linker`: a vocabulary, a corpus's mentions) finds
 the cached index from a cheaper key first: the checksums of those files and the model's fingerprint
 (`indexes/keys/<key>.json` points at the index). Then it reads no corpus, runs no Ab3P and fits no
-TF-IDF. The embedding precision (bf16, ONNX or int8) is in no key: an index's rows are the model's
-vectors whichever way they were computed, and its manifest records how (`embedded_with`).
+TF-IDF. Neither bf16 nor ONNX is in a key: an index's rows are the model's vectors whichever way they
+were computed (to float error), and its manifest records how (`embedded_with`). ONNX int8 rows,
+further off, are cached apart.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from ..data.atomic import atomic_write
 from ..data.locate import cache_root
 from ..data.records import Dictionary, Vocabulary
+from ..encoders.onnx import Backend
 from ..model.biosyn import BioSyn, vocabulary_fingerprint
 from ..model.presets import MINILM_MIN_LINK_SCORE
 from ..model.specs import load_model
@@ -95,7 +97,7 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
         return index
     # A sparse encoder that is not the model's own is fit on the vocabulary: the vocabulary's fingerprint stands for it.
     sparse = sparse_fingerprint(model.sparse_encoder) if model.sparse_encoder is not None else "fit"
-    key = hashlib.sha256(f"{model.fingerprint}|{sparse}|{vocabulary_fingerprint(vocabulary)}|{dict_fp}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{model.fingerprint}{_int8(model)}|{sparse}|{vocabulary_fingerprint(vocabulary)}|{dict_fp}".encode()).hexdigest()[:20]
     path = cache_dir() / key
     if cache and (path / "manifest.json").exists():
         try:
@@ -114,6 +116,12 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
     return index
 
 
+def _int8(model: BioSyn) -> str:
+    """int8 rows are cached apart: they are further from the model's vectors than bf16 or ONNX fp32 ones
+    (docs/results.md), and an index serves every later call."""
+    return "|int8" if getattr(model.encoder, "backend", None) == Backend.ONNX_INT8 else ""
+
+
 def dictionary_key(model: BioSyn, vocabulary: str, vocabulary_format: str | None, mentions: str | None,
                    data_dir: str | os.PathLike | None) -> str:
     """The cheap key of a dictionary named by files: their checksums, the model, and biosyn's version
@@ -126,7 +134,7 @@ def dictionary_key(model: BioSyn, vocabulary: str, vocabulary_format: str | None
         with open(path, "rb") as handle:
             files.append([path.name, hashlib.file_digest(handle, "sha256").hexdigest()])
     own_sparse = sparse_fingerprint(model.sparse_encoder) if model.sparse_encoder is not None else None
-    key = [__version__, model.fingerprint, own_sparse, vocabulary, vocabulary_format, mentions, files]
+    key = [__version__, f"{model.fingerprint}{_int8(model)}", own_sparse, vocabulary, vocabulary_format, mentions, files]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
 
 
