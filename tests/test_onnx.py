@@ -168,3 +168,14 @@ print(json.dumps([type(model.encoder).__name__, top, sorted(m for m in ("torch",
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout.splitlines()[-1]) == ["OnnxEncoder", model.normalize(["wilson disease"], k=2)[0].candidates[0][0].name, []]
+
+
+def test_without_onnxruntime_the_default_is_torch_and_onnx_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    _, folder = exported(tmp_path)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "onnxruntime" else find_spec(name, *args))
+    assert isinstance(BioSyn.from_pretrained(folder, backend=None).encoder, DenseEncoder)
+    with pytest.raises(NoExportError, match=r"pip install 'biosyn\[onnx\]'"):
+        BioSyn.from_pretrained(folder, backend="onnx")

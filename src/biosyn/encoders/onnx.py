@@ -16,6 +16,7 @@ size and time are compared first (no read), the checksum only when they differ.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -121,6 +122,10 @@ def choose_backend(folder: str | os.PathLike | None, requested: str | None) -> t
     """The backend to use and, for ONNX, the export folder. Unset: ONNX when a current export exists
     (a stale one is passed over with a warning), else torch. Asked for ONNX without one: `NoExportError`."""
     if requested is not None and Backend(requested) is Backend.TORCH:
+        return Backend.TORCH, None
+    if importlib.util.find_spec("onnxruntime") is None:  # the extra is not installed
+        if requested is not None:
+            raise NoExportError(f"--backend {requested} needs onnxruntime: pip install 'biosyn[onnx]'")
         return Backend.TORCH, None
     if folder is None:  # a hub id not downloaded yet, or no encoder at all
         if requested is not None:

@@ -25,6 +25,7 @@ from ..data.atomic import atomic_write
 from ..data.locate import cache_root
 from ..data.records import Dictionary, Vocabulary
 from ..encoders.onnx import Backend
+from ..encoders.sparse import SparseEncoder
 from ..model.biosyn import BioSyn, vocabulary_fingerprint
 from ..model.presets import MINILM_MIN_LINK_SCORE
 from ..model.specs import load_model
@@ -96,13 +97,14 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
         model.use_index(index)
         return index
     # A sparse encoder that is not the model's own is fit on the vocabulary: the vocabulary's fingerprint stands for it.
-    sparse = sparse_fingerprint(model.sparse_encoder) if model.sparse_encoder is not None else "fit"
+    own = _own_sparse(model)
+    sparse = sparse_fingerprint(own) if own is not None else "fit"
     key = hashlib.sha256(f"{model.fingerprint}{_int8(model)}|{sparse}|{vocabulary_fingerprint(vocabulary)}|{dict_fp}".encode()).hexdigest()[:20]
     path = cache_dir() / key
     if cache and (path / "manifest.json").exists():
         try:
             index = NameIndex.load(path)
-            index.check_model(model.fingerprint if index.has_dense else None, model.sparse_encoder)
+            index.check_model(model.fingerprint if index.has_dense else None, own)
             model.use_index(index)
             return index
         except (IndexMismatchError, OSError, ValueError) as error:
@@ -114,6 +116,11 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
         except OSError as error:  # read-only or full cache: the index in memory serves all the same
             log.warning("could not cache the index at %s (%s); going on without the cache", path, error.strerror or error)
     return index
+
+
+def _own_sparse(model: BioSyn) -> SparseEncoder | None:
+    """The sparse encoder a model came with (a trained folder's), not one fit here on a vocabulary."""
+    return model.sparse_encoder if model.sparse_fit_here is None else None
 
 
 def _int8(model: BioSyn) -> str:
@@ -133,7 +140,8 @@ def dictionary_key(model: BioSyn, vocabulary: str, vocabulary_format: str | None
     for path in input_files(vocabulary, mentions, data_dir):
         with open(path, "rb") as handle:
             files.append([path.name, hashlib.file_digest(handle, "sha256").hexdigest()])
-    own_sparse = sparse_fingerprint(model.sparse_encoder) if model.sparse_encoder is not None else None
+    own = _own_sparse(model)
+    own_sparse = sparse_fingerprint(own) if own is not None else None
     key = [__version__, f"{model.fingerprint}{_int8(model)}", own_sparse, vocabulary, vocabulary_format, mentions, files]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
 
@@ -148,7 +156,7 @@ def attach_cached_index(model: BioSyn, vocabulary: str, mentions: str | None, da
     if alias.is_file():
         try:
             index = NameIndex.load(cache_dir() / json.loads(alias.read_text(encoding="utf-8"))["index"])
-            index.check_model(model.fingerprint if index.has_dense else None, model.sparse_encoder)
+            index.check_model(model.fingerprint if index.has_dense else None, _own_sparse(model))
             model.use_index(index)
             return index
         except (IndexMismatchError, OSError, ValueError, KeyError, TypeError) as error:

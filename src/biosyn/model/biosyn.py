@@ -85,6 +85,9 @@ class BioSyn:
         self.encoder = encoder  # biosyn.encoders.dense.DenseEncoder, or None for a sparse-only model
         self.sparse_encoder = sparse_encoder
         self.sparse_weight = float(sparse_weight)
+        # The fingerprint of the vocabulary a sparse encoder was fit on here (or taken from an index for);
+        # None for one the model came with. Cache keys stand a vocabulary's fit by its vocabulary.
+        self.sparse_fit_here: str | None = None
         self.preprocessor = preprocessor or Preprocessor()
         self.index: NameIndex | None = None
         self.spec = "sparse" if encoder is None else getattr(encoder, "name_or_path", "")  # what the user named
@@ -211,6 +214,7 @@ class BioSyn:
         """Fits the sparse encoder on the vocabulary's preprocessed names, as BioSyn does."""
         names = sorted({self.preprocessor.name(n) for c in vocabulary for n in c.names} - {""})
         self.sparse_encoder = SparseEncoder().fit(names)
+        self.sparse_fit_here = vocabulary_fingerprint(vocabulary)
         return self.sparse_encoder
 
     def build_index(self, dictionary: Dictionary, vocabulary: Vocabulary, *, dense: bool = True,
@@ -236,6 +240,7 @@ class BioSyn:
         self.index = index
         if self.sparse_encoder is None:
             self.sparse_encoder = index.sparse_encoder
+            self.sparse_fit_here = index.manifest.get("vocabulary_fingerprint") or "index"
         return self
 
     # -- normalising -----------------------------------------------------------------------
