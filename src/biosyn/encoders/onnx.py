@@ -94,7 +94,10 @@ def read_sidecar(where: Path) -> dict | None:
     path = where / SIDECAR
     if not path.is_file():
         return None
-    info = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        info = None
     if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("version") != VERSION:
         raise StaleExportError(f"{path}: not a {FORMAT} v{VERSION} file; export again with `biosyn export`")
     return info
