@@ -27,7 +27,7 @@ def index_dir(tmp_path_factory) -> str:
 @pytest.fixture()
 def tagger(monkeypatch):
     fake = FakeTagger()
-    monkeypatch.setattr(loading, "load_tagger", lambda spec=None: fake)
+    monkeypatch.setattr(loading, "load_tagger", lambda spec=None, **options: fake)
     return fake
 
 

@@ -19,7 +19,7 @@ def test_help_lists_every_command(capsys):
     # The command column of the help, not a word anywhere in it ("evaluate" is also in reproduce's help).
     listed = re.findall(r"^    ([a-z]+)(?: |$)", out, flags=re.MULTILINE)
     assert listed == ["data", "evaluate", "index", "normalize", "annotate", "serve", "train", "pretrain", "reproduce",
-                      "soup", "rerank", "tagger", "batch"]
+                      "soup", "rerank", "tagger", "batch", "export"]
 
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys):

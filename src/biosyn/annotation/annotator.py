@@ -10,10 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..data.records import Document, Mention
 from ..model.biosyn import BioSyn, Normalization
-from ..ner.tagger import DiseaseTagger
+
+if TYPE_CHECKING:  # the tagger's module imports torch; linking alone must not
+    from ..ner.tagger import DiseaseTagger
 
 
 @dataclass(frozen=True)

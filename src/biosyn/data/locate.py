@@ -60,8 +60,13 @@ VOCABULARIES = {
 }
 
 
+def cache_root() -> Path:
+    """biosyn's cache: `$BIOSYN_CACHE`, else `~/.cache/biosyn` (data, indexes, ONNX exports of read-only models)."""
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "biosyn")
+
+
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "biosyn") / "data"
+    return cache_root() / "data"
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:

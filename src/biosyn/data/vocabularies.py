@@ -39,6 +39,14 @@ def detect_format(path: str | os.PathLike) -> str:
     raise FormatError(path, line_no or None, "format", f"cannot tell the vocabulary format; pass one of {', '.join(FORMATS)}")
 
 
+def vocabulary_path(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+    """The file a vocabulary is read from: a named one's in the data folder, else the path given."""
+    path = data_file(VOCABULARIES[str(spec)], data_dir) if str(spec) in VOCABULARIES else Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such vocabulary file (known names: {', '.join(VOCABULARIES)})")
+    return path
+
+
 def load_vocabulary(
     spec: str | os.PathLike,
     *,
@@ -47,9 +55,7 @@ def load_vocabulary(
     skipped: list[FormatError] | None = None,
 ) -> Vocabulary:
     """A vocabulary by name (`medic-2012`, `ctd`: files of the data folder) or by path."""
-    path = data_file(VOCABULARIES[str(spec)], data_dir) if str(spec) in VOCABULARIES else Path(spec)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such vocabulary file (known names: {', '.join(VOCABULARIES)})")
+    path = vocabulary_path(spec, data_dir)
     fmt = format or detect_format(path)
     if fmt == "medic":
         return read_medic(path, skipped=skipped)

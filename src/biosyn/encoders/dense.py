@@ -10,6 +10,7 @@ all-MiniLM-L6-v2, which were trained with it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -98,6 +99,14 @@ class DenseEncoder:
     @property
     def name_or_path(self) -> str:
         return str(getattr(self.model, "name_or_path", "") or "")
+
+    def fingerprint(self, similarity: str) -> str:
+        """Identifies what the dense rows of an index depend on: weights, pooling, length, similarity."""
+        digest = hashlib.sha256(json.dumps([self.pooling, self.max_length, similarity]).encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def pool(self, last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":

@@ -116,9 +116,9 @@ def cmd_annotate(args) -> int:
     sources = text_sources(args.texts) + (read_sources(args.input, args.input_format, find=args.find) if args.input else [])
     fmt = output_format(args.output, args.format)
     # The tagger first: a missing one is a quick error, before the index is built.
-    tagger = load_tagger(args.tagger) if any(s.doc is not None and s.spans is None for s in sources) else None
+    tagger = load_tagger(args.tagger, backend=args.backend) if any(s.doc is not None and s.spans is None for s in sources) else None
     linker = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, add_mentions=args.add_mentions,
-                         data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16)
+                         data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     with_reranker(linker, args.rerank)
     annotator = Annotator(tagger, linker, mode=args.mode, min_score=default_min_score(linker, args.min_score))
     annotate_sources(annotator, sources, batch=args.batch_size)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
 from ..data.vocabularies import FORMATS as VOCABULARY_FORMATS
+from ..encoders.onnx import BACKEND_HELP, BACKENDS
 from ..search.scoring import MODES
-from . import batch_cli, tagger_cli, training_cli
+from . import batch_cli, export_cli, tagger_cli, training_cli
 from .annotate_files import add_annotate_parser, cmd_annotate
 from .normalize_files import FORMATS as FILE_FORMATS
 from .server.cli import add_serve_parser, cmd_serve
@@ -44,7 +45,8 @@ def _model_options(p: argparse.ArgumentParser, *, index: bool = True, rerank: bo
     p.add_argument("--mode", choices=MODES, help="scoring (default: hybrid when the model has an encoder)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="unpickle a released checkpoint's sparse_encoder.pk instead of refitting it (runs code from the file)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for embedding on CPU")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for embedding on CPU (torch backend)")
+    p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     if index:
         p.add_argument("--index", help="a saved index (`biosyn index build`); default: build or reuse a cached one")
         p.add_argument("--approximate", action="store_true", help="search the index's FAISS part (built with --approximate)")
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     training_cli.add_parsers(sub)
     tagger_cli.add_parsers(sub)
     batch_cli.add_parsers(sub)
+    export_cli.add_export_parser(sub)
     return parser
 
 
@@ -203,7 +206,7 @@ def cmd_evaluate(args) -> int:
         benchmark = load_benchmark(args.corpus, args.split, data_dir=args.data_dir, vocabulary=args.vocabulary,
                                    drop_unknown=args.drop_unknown, preprocessor=preprocessor)
     prepared = time.perf_counter()
-    model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16)
+    model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     attach_index(model, benchmark.dictionary, benchmark.vocabulary, index_dir=args.index)
     with_reranker(model, args.rerank)
     indexed = time.perf_counter()
@@ -244,7 +247,7 @@ def cmd_index(args) -> int:
     from .vocabulary_setup import dictionary_for
 
     check_index_target(args.output, force=args.force)
-    model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16)
+    model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     vocabulary, dictionary = dictionary_for(args.vocabulary, args.vocabulary_format, args.add_mentions, args.data_dir)
     started = time.perf_counter()
     index = model.build_index(dictionary, vocabulary, dense=model.encoder is not None, progress=True,
@@ -277,7 +280,7 @@ def cmd_normalize(args) -> int:
     if not args.mentions and not args.input:
         raise ValueError("give mentions as arguments or a file with --input")
     model = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, add_mentions=args.add_mentions,
-                        data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16)
+                        data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     with_reranker(model, args.rerank)
     if args.input:
         written, skipped = normalize_file(model, args.input, args.output, k=args.k, mode=args.mode, approximate=args.approximate,
@@ -292,7 +295,7 @@ def cmd_normalize(args) -> int:
 
 COMMANDS = {"data": cmd_data, "evaluate": cmd_evaluate, "index": cmd_index, "normalize": cmd_normalize, "annotate": cmd_annotate,
             "serve": cmd_serve,
-            **training_cli.COMMANDS, **tagger_cli.COMMANDS, **batch_cli.COMMANDS}
+            **training_cli.COMMANDS, **tagger_cli.COMMANDS, **batch_cli.COMMANDS, **export_cli.COMMANDS}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import time
 
 from ..data.locate import CORPORA
 from ..data.records import Document
+from ..encoders.onnx import BACKEND_HELP, BACKENDS
 from ..search.scoring import MODES
 from .loading import MIN_SCORE_HELP, TAGGER_DEFAULT as DEFAULT_TAGGER
 
@@ -64,7 +65,8 @@ def add_parsers(sub) -> None:
     ev.add_argument("--model", help="linker (as for `biosyn evaluate`; default: the trained model, else minilm)")
     ev.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
     ev.add_argument("--mode", choices=MODES, help="the linker's scoring (default: hybrid when it has an encoder)")
-    ev.add_argument("--bf16", action="store_true", help="bf16 autocast for the linker's embedding")
+    ev.add_argument("--bf16", action="store_true", help="bf16 autocast for the linker's embedding (torch backend)")
+    ev.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     _common(ev)
 
 
@@ -163,7 +165,7 @@ def cmd_evaluate(args) -> int:
         from ..annotation.annotator import Annotator
         from .loading import attach_index, default_min_score, load_model, load_tagger
 
-        tagger = load_tagger(args.tagger, tagger_overrides(args))
+        tagger = load_tagger(args.tagger, tagger_overrides(args), backend=args.backend)
         blank = [Document(d.pmid, d.title, d.abstract) for d in gold]
         if args.ner_only:
             started = time.perf_counter()
@@ -171,7 +173,7 @@ def cmd_evaluate(args) -> int:
             report["seconds"]["tagger"] = round(time.perf_counter() - started, 2)
         else:
             assert benchmark is not None  # read unless --ner-only
-            linker = load_model(args.model, bf16=args.bf16)
+            linker = load_model(args.model, bf16=args.bf16, backend=args.backend)
             attach_index(linker, benchmark.dictionary, benchmark.vocabulary, progress=not args.quiet)
             annotator = Annotator(tagger, linker, mode=args.mode, min_score=default_min_score(linker, args.min_score))
             report["min_score"] = annotator.min_score

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..data.atomic import atomic_write
 from ..data.records import Candidate, Dictionary, Vocabulary
+from ..encoders.onnx import Backend, OnnxEncoder, choose_backend, remove_export
 from ..encoders.sparse import SparseEncoder
 from ..preprocess.pipeline import Preprocessor
 from ..search.index import NameIndex
@@ -84,6 +85,9 @@ class BioSyn:
         self.encoder = encoder  # biosyn.encoders.dense.DenseEncoder, or None for a sparse-only model
         self.sparse_encoder = sparse_encoder
         self.sparse_weight = float(sparse_weight)
+        # The fingerprint of the vocabulary a sparse encoder was fit on here (or taken from an index for);
+        # None for one the model came with. Cache keys stand a vocabulary's fit by its vocabulary.
+        self.sparse_fit_here: str | None = None
         self.preprocessor = preprocessor or Preprocessor()
         self.index: NameIndex | None = None
         self.spec = "sparse" if encoder is None else getattr(encoder, "name_or_path", "")  # what the user named
@@ -128,20 +132,18 @@ class BioSyn:
 
     @classmethod
     def from_encoder(cls, name_or_path: str | os.PathLike, *, pooling: str | None = None, max_length: int = 25,
-                     device: str | None = None, **kwargs) -> BioSyn:
+                     device: str | None = None, backend: str | None = "torch", **kwargs) -> BioSyn:
         """A fresh model around a base encoder (no sparse encoder yet: it is fit on the vocabulary)."""
-        from ..encoders.dense import DenseEncoder
-
-        return cls(DenseEncoder.from_pretrained(str(name_or_path), pooling=pooling, max_length=max_length, device=device), **kwargs)
+        return cls(load_encoder(name_or_path, backend=backend, pooling=pooling, max_length=max_length, device=device), **kwargs)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_pickle: bool = False, device: str | None = None, **hub_kwargs) -> BioSyn:
-        """A biosyn model folder, a released BioSyn checkpoint, or a hub id of either."""
-        from ..encoders.dense import DenseEncoder
-
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_pickle: bool = False, device: str | None = None,
+                        backend: str | None = "torch", **hub_kwargs) -> BioSyn:
+        """A biosyn model folder, a released BioSyn checkpoint, or a hub id of either. `backend`: see
+        `encoders.onnx.Backend` (None: ONNX when the folder has a current export, else torch)."""
         folder = _local_or_download(str(name_or_path), hub_kwargs)
         config = json.loads((folder / CONFIG_FILE).read_text()) if (folder / CONFIG_FILE).exists() else {}
-        encoder = DenseEncoder.from_pretrained(str(folder), device=device)
+        encoder = load_encoder(folder, backend=backend, device=device)
         sparse = None
         if (folder / SPARSE_DIR).is_dir():
             sparse = SparseEncoder.load(folder / SPARSE_DIR)
@@ -168,6 +170,7 @@ class BioSyn:
         if self.encoder is None:
             raise ValueError("a sparse-only model has no encoder to save; save its index instead")
         self.encoder.save_pretrained(directory)
+        remove_export(directory)  # made from the weights just replaced
         if self.sparse_encoder is not None:
             self.sparse_encoder.save(directory / SPARSE_DIR)
         self.weights_changed()
@@ -197,13 +200,7 @@ class BioSyn:
         if self.encoder is None:
             return None
         if self._fingerprint is None:
-            import torch
-
-            digest = hashlib.sha256(json.dumps([self.encoder.pooling, self.encoder.max_length, self.similarity]).encode())
-            for name, tensor in sorted(self.encoder.model.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
-            self._fingerprint = digest.hexdigest()[:16]
+            self._fingerprint = self.encoder.fingerprint(self.similarity)
         return self._fingerprint
 
     # -- embedding and indexing ------------------------------------------------------------
@@ -218,6 +215,7 @@ class BioSyn:
         """Fits the sparse encoder on the vocabulary's preprocessed names, as BioSyn does."""
         names = sorted({self.preprocessor.name(n) for c in vocabulary for n in c.names} - {""})
         self.sparse_encoder = SparseEncoder().fit(names)
+        self.sparse_fit_here = vocabulary_fingerprint(vocabulary)
         return self.sparse_encoder
 
     def build_index(self, dictionary: Dictionary, vocabulary: Vocabulary, *, dense: bool = True,
@@ -229,6 +227,9 @@ class BioSyn:
         self.index = NameIndex.build(
             dictionary, self.sparse_encoder, matrix, list(vocabulary),
             {"model_fingerprint": self.fingerprint if matrix is not None else None,
+             # How the rows were computed; not part of what they mean, so in no cache key.
+             "embedded_with": {"backend": str(getattr(self.encoder, "backend", "torch")), "bf16": self.embed_options.bf16}
+             if matrix is not None else None,
              "vocabulary_fingerprint": vocabulary_fingerprint(vocabulary),
              "similarity": self.similarity, **(manifest or {})},
         )
@@ -240,6 +241,7 @@ class BioSyn:
         self.index = index
         if self.sparse_encoder is None:
             self.sparse_encoder = index.sparse_encoder
+            self.sparse_fit_here = index.manifest.get("vocabulary_fingerprint") or "index"
         return self
 
     # -- normalising -----------------------------------------------------------------------
@@ -336,6 +338,25 @@ def vocabulary_fingerprint(vocabulary: Vocabulary) -> str:
     for c in vocabulary:
         digest.update(json.dumps([c.id, c.name, c.alt_ids, c.synonyms]).encode())
     return digest.hexdigest()[:16]
+
+
+def load_encoder(name_or_path: str | os.PathLike, *, backend: str | None = "torch", pooling: str | None = None,
+                 max_length: int | None = None, device: str | None = None):
+    """The dense encoder of a folder or hub id on `backend` (None: ONNX when the folder has a current export
+    made for the same pooling and length, else torch)."""
+    folder = Path(name_or_path)
+    chosen, where = choose_backend(folder if folder.is_dir() else None, backend)
+    if chosen is not Backend.TORCH and where is not None:
+        encoder = OnnxEncoder(where, int8=chosen is Backend.ONNX_INT8)
+        wanted = {"pooling": pooling or encoder.pooling, "max_length": max_length or encoder.max_length}
+        if wanted == {"pooling": encoder.pooling, "max_length": encoder.max_length}:
+            return encoder
+        if backend is not None:
+            raise ValueError(f"the ONNX export in {where} was made for pooling {encoder.pooling} and length "
+                             f"{encoder.max_length}, not {wanted}; export again, or use --backend torch")
+    from ..encoders.dense import DenseEncoder
+
+    return DenseEncoder.from_pretrained(str(name_or_path), pooling=pooling, max_length=max_length, device=device)
 
 
 def _local_or_download(name_or_path: str, hub_kwargs: dict) -> Path:

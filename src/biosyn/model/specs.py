@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .biosyn import BioSyn
+from .biosyn import BioSyn, _local_or_download
 from .presets import MINILM, minilm_path
 
 ENV_MODEL = "BIOSYN_MODEL"
@@ -37,20 +37,30 @@ def default_model_spec() -> str:
 
 def load_model(spec: str | os.PathLike | None = None, *, pooling: str | None = None, max_length: int | None = None,
                similarity: str | None = None, scale: float | None = None, device: str | None = None,
-               trust_pickle: bool = False, bf16: bool = False) -> BioSyn:
+               trust_pickle: bool = False, bf16: bool = False, backend: str | None = "torch") -> BioSyn:
+    """`backend` runs the encoder (`encoders.onnx.Backend`); None: ONNX when the model has a current export,
+    else torch. Training needs torch, the default here; the commands that only infer pass None."""
     spec = str(spec or default_model_spec())
     if spec == "sparse":
         model = BioSyn()
     elif spec == "minilm":
         model = BioSyn.from_encoder(minilm_path(), pooling=pooling or MINILM["pooling"], max_length=max_length or 25,
                                     similarity=MINILM["similarity"], scale=MINILM["scale"],
-                                    sparse_weight=MINILM["sparse_weight"], device=device)
+                                    sparse_weight=MINILM["sparse_weight"], device=device, backend=backend)
         model.base_model = MINILM_HUB_ID
     else:
-        model = BioSyn.from_pretrained(spec, trust_pickle=trust_pickle, device=device)
+        model = BioSyn.from_pretrained(spec, trust_pickle=trust_pickle, device=device, backend=backend)
         model.base_model = model.base_model or spec
     if model.encoder is not None and (pooling or max_length or similarity or scale is not None):
         model.configure(similarity=similarity, scale=scale, pooling=pooling, max_length=max_length)
     model.configure_embedding(bf16=bf16)
     model.spec = spec
     return model
+
+
+def model_folder(spec: str | os.PathLike | None = None) -> Path:
+    """The folder of a model's encoder weights (downloaded for a hub id)."""
+    spec = str(spec or default_model_spec())
+    if spec == "sparse":
+        raise ValueError("the sparse model has no encoder to export")
+    return minilm_path() if spec == "minilm" else _local_or_download(spec, {})

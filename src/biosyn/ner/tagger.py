@@ -18,20 +18,34 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.atomic import atomic_write
 from ..data.records import Mention
-from ..encoders.dense import default_device
+from ..encoders.onnx import (
+    ONNX_FILES,
+    Backend,
+    choose_backend,
+    export_folder,
+    export_graph,
+    inference_session,
+    load_tokenizer,
+    read_sidecar,
+    remove_export,
+    write_sidecar,
+)
 from ..preprocess.abbreviations import find_abbreviations
 from .labels import ENTITY, ID2LABEL, LABEL2ID
 from .lexicon import Lexicon
 from .propagation import propagate
 from .windows import TokenizedText, tag_spans, tokenize, viterbi_bio, windows, without_surrogates
+
+if TYPE_CHECKING:  # torch and transformers are imported where the torch backend needs them, not on the ONNX path
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 CONFIG_FILE = "biosyn_tagger.json"
 
@@ -62,25 +76,35 @@ class TaggerOptions:
 class DiseaseTagger:
     """Finds disease mentions in raw text. Not thread-safe: one call at a time."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                 options: TaggerOptions | None = None, metadata: dict | None = None, lexicon: Lexicon | None = None):
-        if not getattr(tokenizer, "is_fast", False):
+    def __init__(self, model: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase | Any,
+                 options: TaggerOptions | None = None, metadata: dict | None = None, lexicon: Lexicon | None = None,
+                 onnx: OnnxTokenClassifier | None = None):
+        """`model` and its fast tokenizer run on torch; or `onnx` runs an export (`model` None, `tokenizer`
+        the export's `tokenizers.Tokenizer`)."""
+        if onnx is None and not getattr(tokenizer, "is_fast", False):
             raise ValueError("the tagger needs a fast tokenizer (character offsets); this folder has a slow one")
-        self.model = model
+        # None on the ONNX backend; only torch's paths (training, saving, int8 on torch) read it.
+        self.model = cast("PreTrainedModel", model)
+        self.onnx = onnx
         self.tokenizer = tokenizer
         self.options = options or TaggerOptions()
         self.metadata = dict(metadata or {})  # training data, figures: what the model card states
         self.spec = ""  # what the user named it by (a folder, a hub id)
         self.lexicon = lexicon
         self._int8_model: PreTrainedModel | None = None  # built from `model` at the first int8 call
-        if self.options.max_length > model.config.max_position_embeddings:
-            raise ValueError(f"max_length {self.options.max_length} is over the encoder's "
-                             f"{model.config.max_position_embeddings} positions")
+        positions = onnx.max_positions if onnx is not None else self.model.config.max_position_embeddings
+        if self.options.max_length > positions:
+            raise ValueError(f"max_length {self.options.max_length} is over the encoder's {positions} positions")
 
     @classmethod
     def from_base(cls, name_or_path: str | os.PathLike, options: TaggerOptions | None = None,
                   device: str | None = None) -> "DiseaseTagger":
         """A fresh (untrained) tagger head on a base encoder."""
+        import torch
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        from ..encoders.dense import default_device
+
         model = AutoModelForTokenClassification.from_pretrained(
             str(name_or_path), num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
@@ -88,23 +112,58 @@ class DiseaseTagger:
         return cls(model, tokenizer, options)
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, device: str | None = None, **overrides) -> "DiseaseTagger":
+    def from_pretrained(cls, folder: str | os.PathLike, device: str | None = None, backend: str | None = "torch",
+                        **overrides) -> "DiseaseTagger":
+        """`backend` (`encoders.onnx.Backend`): None runs an ONNX export (`biosyn export FOLDER`) when the
+        folder has a current one, else torch. On ONNX, the int8 option takes the export's int8 weights."""
         folder = Path(folder)
         if not (folder / "config.json").exists():
             raise FileNotFoundError(f"{folder} is not a tagger folder (no config.json)")
         saved = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")) if (folder / CONFIG_FILE).exists() else {}
+        options = TaggerOptions.from_dict({**saved.get("options", {}), **overrides})
+        label2id = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("label2id")
+        if label2id != LABEL2ID:
+            raise ValueError(f"{folder}: labels {label2id} are not biosyn's {LABEL2ID}")
+        if options.int8 and backend == Backend.ONNX:
+            backend = Backend.ONNX_INT8
+        chosen, where = choose_backend(folder, backend)
+        if where is not None:
+            if options.int8 and chosen is Backend.ONNX:  # chosen by default: the int8 weights when exported, else fp32
+                chosen = Backend.ONNX_INT8 if (where / ONNX_FILES[Backend.ONNX_INT8]).is_file() else chosen
+            onnx = OnnxTokenClassifier(where, int8=chosen is Backend.ONNX_INT8)
+            return cls(None, onnx.tokenizer, options, saved.get("metadata"), Lexicon.load(folder), onnx=onnx)
+        import torch
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        from ..encoders.dense import default_device
+
         model = AutoModelForTokenClassification.from_pretrained(str(folder), dtype=torch.float32)
-        if model.config.label2id != LABEL2ID:
-            raise ValueError(f"{folder}: labels {model.config.label2id} are not biosyn's {LABEL2ID}")
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         model.to(default_device(device))
-        options = TaggerOptions.from_dict({**saved.get("options", {}), **overrides})
         return cls(model, tokenizer, options, saved.get("metadata"), Lexicon.load(folder))
+
+    def export_onnx(self, source: str | os.PathLike, *, int8: bool = False, output: str | os.PathLike | None = None) -> Path:
+        """Exports the tagger loaded from `source` (needs torch), checked against torch on a short text."""
+        where = export_folder(source, output)
+        sample = self.tokenizer(["Hereditary breast cancer.", "HNPCC"], padding=True, return_tensors="pt")
+        files, names = export_graph(self.model, sample, where, "logits", int8=int8)
+        special = {"cls": self.tokenizer.cls_token_id, "sep": self.tokenizer.sep_token_id, "pad": self.tokenizer.pad_token_id}
+        write_sidecar(where, source, self.tokenizer, {"kind": "tagger", "files": files, "inputs": names, "special_ids": special,
+                                                      "max_positions": self.model.config.max_position_embeddings})
+        text = ["Hereditary nonpolyposis colorectal cancer (HNPCC) is also called Lynch syndrome."]
+        runner = OnnxTokenClassifier(where)
+        (got_tokens, got), (want_tokens, want) = (
+            tagger.word_log_probs(text)[0] for tagger in (DiseaseTagger(None, runner.tokenizer, self.options, onnx=runner), self))
+        if got_tokens != want_tokens or float(np.abs(got - want).max()) > 1e-3:
+            remove_export(where)  # never found
+            raise ValueError("the ONNX export reads text or scores it otherwise than torch does; not using it")
+        return where
 
     def save_pretrained(self, folder: str | os.PathLike, card: str | None = None) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(folder)
+        remove_export(folder)  # made from the weights just replaced
         self.tokenizer.save_pretrained(folder)
         if self.lexicon is not None:
             self.lexicon.save(folder)
@@ -128,6 +187,7 @@ class DiseaseTagger:
         if self._int8_model is None:
             import warnings
 
+            import torch
             from torch.ao.quantization import quantize_dynamic
 
             with warnings.catch_warnings():  # torch announces the API's move to torchao; it still works
@@ -143,10 +203,11 @@ class DiseaseTagger:
         token_lp = [np.zeros((len(t), len(ID2LABEL)), dtype=np.float32) for t in tokenized]
         jobs = [(d, *w) for d, t in enumerate(tokenized) if len(t) for w in windows(len(t), self.options.body, self.options.overlap)]
         jobs.sort(key=lambda j: j[2] - j[1])  # similar lengths share a batch: little padding
-        cls_id, sep_id, pad_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id, self.tokenizer.pad_token_id
-        model = self.inference_model()
-        model.eval()
-        with torch.inference_mode(), tqdm(total=len(jobs), unit="windows", disable=not progress) as bar:
+        if self.onnx is not None:
+            cls_id, sep_id, pad_id = self.onnx.special_ids
+        else:
+            cls_id, sep_id, pad_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id, self.tokenizer.pad_token_id
+        with tqdm(total=len(jobs), unit="windows", disable=not progress) as bar:
             for b in range(0, len(jobs), self.options.batch_size):
                 batch = jobs[b:b + self.options.batch_size]
                 width = max(e - s for _, s, e, _, _ in batch) + 2
@@ -155,13 +216,20 @@ class DiseaseTagger:
                 for row, (d, s, e, _, _) in enumerate(batch):
                     ids[row, :e - s + 2] = [cls_id, *tokenized[d].input_ids[s:e], sep_id]
                     mask[row, :e - s + 2] = 1
-                logits = model(input_ids=torch.from_numpy(ids).to(self.device),
-                                    attention_mask=torch.from_numpy(mask).to(self.device)).logits
-                lp = torch.log_softmax(logits.float(), -1).cpu().numpy()
+                lp = self.onnx.log_probs(ids, mask) if self.onnx is not None else self._torch_log_probs(ids, mask)
                 for row, (d, s, _, own_s, own_e) in enumerate(batch):
                     token_lp[d][own_s:own_e] = lp[row, 1 + own_s - s:1 + own_e - s]
                 bar.update(len(batch))
         return [(t, lp[t.first_token]) for t, lp in zip(tokenized, token_lp)]
+
+    def _torch_log_probs(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        model = self.inference_model()
+        model.eval()
+        with torch.inference_mode():
+            logits = model(input_ids=torch.from_numpy(ids).to(self.device), attention_mask=torch.from_numpy(mask).to(self.device)).logits
+            return torch.log_softmax(logits.float(), -1).cpu().numpy()
 
     def tag(self, texts: Sequence[str], *, progress: bool = False) -> list[list[Mention]]:
         """Disease mentions of each text, as character spans into it, in order."""
@@ -183,3 +251,26 @@ class DiseaseTagger:
             abbreviations = find_abbreviations(without_surrogates(text)) if self.options.abbreviations else None
             spans = propagate(text, spans, abbreviations, repeats=self.options.propagate)
         return spans
+
+
+class OnnxTokenClassifier:
+    """An exported tagger's model on onnxruntime: log-probabilities of O/B/I for padded windows."""
+
+    def __init__(self, where: str | os.PathLike, *, int8: bool = False):
+        from scipy.special import log_softmax
+
+        where = Path(where)
+        info = read_sidecar(where)
+        if info is None or info.get("kind") != "tagger":
+            raise FileNotFoundError(f"{where}: no tagger export; make one with `biosyn export TAGGER_FOLDER`")
+        self.session = inference_session(where / ONNX_FILES[Backend.ONNX_INT8 if int8 else Backend.ONNX])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.tokenizer = load_tokenizer(where, info)
+        self.special_ids = (info["special_ids"]["cls"], info["special_ids"]["sep"], info["special_ids"]["pad"])
+        self.max_positions = int(info["max_positions"])
+        self._log_softmax = log_softmax
+
+    def log_probs(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        logits = self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
+        return self._log_softmax(logits.astype(np.float32), axis=-1)

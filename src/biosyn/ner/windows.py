@@ -1,6 +1,6 @@
 """Texts as words and sub-word tokens with exact character offsets, cut into overlapping windows.
 
-The tokenizer (a fast transformers tokenizer) runs once over the whole text, without special
+The tokenizer (a fast transformers tokenizer, or its `tokenizers.Tokenizer` on ONNX) runs once over the whole text, without special
 tokens or truncation, so every offset indexes the original string. A text longer than the
 encoder's window is cut into windows that overlap by `overlap` tokens; each token takes its
 prediction from the one window in which it lies farthest from an edge, so no token is judged
@@ -37,11 +37,17 @@ def without_surrogates(text: str) -> str:
 
 
 def tokenize(tokenizer, text: str) -> TokenizedText:
-    enc = tokenizer(without_surrogates(text), add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
+    """`tokenizer`: a fast transformers tokenizer, or the `tokenizers.Tokenizer` it wraps (ONNX backend)."""
+    if callable(tokenizer):
+        enc = tokenizer(without_surrogates(text), add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
+        input_ids, word_ids, offsets = enc["input_ids"], enc.word_ids(), enc["offset_mapping"]
+    else:
+        enc = tokenizer.encode(without_surrogates(text), add_special_tokens=False)
+        input_ids, word_ids, offsets = enc.ids, enc.word_ids, enc.offsets
     words: list[tuple[int, int]] = []
     first_token: list[int] = []
     previous = None
-    for i, (word, (start, end)) in enumerate(zip(enc.word_ids(), enc["offset_mapping"])):
+    for i, (word, (start, end)) in enumerate(zip(word_ids, offsets)):
         if word is None:
             continue
         if word != previous:
@@ -50,7 +56,7 @@ def tokenize(tokenizer, text: str) -> TokenizedText:
             previous = word
         else:
             words[-1] = (words[-1][0], max(words[-1][1], end))
-    return TokenizedText(text, list(enc["input_ids"]), words, first_token)
+    return TokenizedText(text, list(input_ids), words, first_token)
 
 
 def windows(n_tokens: int, size: int, overlap: int) -> list[tuple[int, int, int, int]]:

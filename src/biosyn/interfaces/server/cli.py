@@ -6,8 +6,9 @@ import argparse
 import sys
 from dataclasses import fields
 
+from ...encoders.onnx import BACKEND_HELP, BACKENDS
 from ..loading import MIN_SCORE_HELP, RERANK_HELP
-from .app import Limits
+from .limits import Limits
 
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,7 +26,8 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data folder (default: $BIOSYN_DATA_DIR, else the `biosyn data fetch` cache)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="unpickle a released checkpoint's sparse_encoder.pk instead of refitting it (runs code from the file)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for embedding on CPU")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for embedding on CPU (torch backend)")
+    p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
@@ -46,9 +48,9 @@ def cmd_serve(args) -> int:
     except FileNotFoundError as error:  # serving mentions given as spans needs no tagger
         tagger_spec = None
         print(f"biosyn serve: /annotate will need mention spans: {error}", file=sys.stderr)
-    tagger = load_tagger(tagger_spec) if tagger_spec else None
+    tagger = load_tagger(tagger_spec, backend=args.backend) if tagger_spec else None
     model = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, data_dir=args.data_dir,
-                        trust_pickle=args.trust_pickle, bf16=args.bf16)
+                        trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     with_reranker(model, args.rerank)
     limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
     app = create_app(model, tagger, limits=limits, vocabulary=None if args.index else args.vocabulary,
