@@ -1,6 +1,7 @@
 """The cross-encoder reranker: residual scores, save/load, training that fixes a known wrong order, --rerank."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -75,6 +76,11 @@ def test_training_on_the_models_own_candidates_fixes_the_order_it_got_wrong(tmp_
     assert [r[0].concept_id for r in after] == ["D010051", "D003123"]
     # Candidates are the same five, re-ordered.
     assert [sorted(c.name for c in r) for r in after] == [sorted(c.name for c in r) for r in before]
+    # The gate: BioSyn's top two are 0.013-0.014 apart for both, so 0.01 leaves its (wrong) order and 0.02 re-scores.
+    reranker.options = replace(reranker.options, gate=0.01)
+    assert [[c.name for c in r] for r in linker.rank([q.text for q in WRONG_FIRST], 5)] == [[c.name for c in r] for r in before]
+    reranker.options = replace(reranker.options, gate=0.02)
+    assert [r[0].concept_id for r in linker.rank([q.text for q in WRONG_FIRST], 5)] == ["D010051", "D003123"]
 
 
 def test_rerank_option_on_normalize(tmp_path, linker, capsys):

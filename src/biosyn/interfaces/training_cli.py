@@ -138,6 +138,8 @@ def _add_rerank_parser(subparsers) -> None:
     train.add_argument("--candidate-text", choices=[c.value for c in CandidateText], default=defaults.candidate_text,
                        help="what the cross-encoder reads for a candidate")
     train.add_argument("--max-length", type=int, default=defaults.max_length, help="tokens per (mention, candidate) pair")
+    train.add_argument("--gate", type=float, help="re-score only where the model's top two scores are closer than this "
+                                                  "(default: everywhere); saved with the reranker")
     train.add_argument("--epochs", type=int, default=1)
     train.add_argument("--lr", type=float, default=3e-5)
     train.add_argument("--batch-size", type=int, default=8, help="queries per step, each with its --depth candidates")
@@ -288,7 +290,7 @@ def cmd_rerank(args) -> int:
     print(f"training queries: {json.dumps(selection.counts)}")
     model = load_model(args.model)
     attach_index(model, dictionary, vocab, progress=not args.quiet)
-    options = RerankerOptions(depth=args.depth, max_length=args.max_length, candidate_text=args.candidate_text)
+    options = RerankerOptions(depth=args.depth, max_length=args.max_length, candidate_text=args.candidate_text, gate=args.gate)
     reranker = CrossEncoderReranker.from_base(base_encoder_folder(args.base), options, seed=args.seed)
     config = RerankTrainingConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, max_steps=args.max_steps)
     record = train_reranker(reranker, model, selection.queries, config, progress=not args.quiet)

@@ -49,6 +49,9 @@ class RerankerOptions:
     max_length: int = 48  # tokens of one (mention, candidate) pair
     batch_size: int = 128  # pairs per forward pass
     candidate_text: str = CandidateText.NAME.value
+    # Re-score only where BioSyn is unsure: its top two scores closer than this (None: everywhere). Where it
+    # is sure, its order stands and no pair is read.
+    gate: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> RerankerOptions:
@@ -137,11 +140,16 @@ class CrossEncoderReranker:
         The residual score goes into `Candidate.rerank`; `score` stays BioSyn's, so that "no match" and the
         annotation threshold mean what they meant without a reranker."""
         render = CandidateText(self.options.candidate_text).render
-        depth = self.options.depth
-        mentions = [t for t, cands in zip(texts, ranked) for _ in cands[:depth]]
-        logits = iter(self.pair_logits(mentions, [render(c) for cands in ranked for c in cands[:depth]]))
+        depth, gate = self.options.depth, self.options.gate
+        unsure = [gate is None or len(cands) < 2 or cands[0].score - cands[1].score < gate for cands in ranked]
+        chosen = [(t, cands) for t, cands, u in zip(texts, ranked, unsure) if u]
+        mentions = [t for t, cands in chosen for _ in cands[:depth]]
+        logits = iter(self.pair_logits(mentions, [render(c) for _, cands in chosen for c in cands[:depth]]))
         out = []
-        for cands in ranked:
+        for cands, u in zip(ranked, unsure):
+            if not u:
+                out.append(list(cands[:k]))
+                continue
             scores = [c.score + float(next(logits)) for c in cands[:depth]]
             head = [replace(c, rerank=s) for c, s in zip(cands, scores)]
             # A stable sort: ties keep BioSyn's order; past `depth` (k > depth) BioSyn's order goes on.
