@@ -69,7 +69,7 @@ def names_with_variants(n: int, seed: int = 0) -> tuple[list[str], list[tuple[st
         source = rng.randrange(real)
         name = names[source]
         if rng.random() < 0.5:
-            for _ in range(rng.randint(1, 2)):
+            for _ in range(rng.randint(1, 2) if len(name) > 2 else 0):
                 at, op = rng.randrange(len(name)), rng.randrange(4)
                 char = rng.choice(LETTERS)
                 name = (name[:at] + char + name[at + 1:] if op == 0 else name[:at] + name[at + 1:] if op == 1

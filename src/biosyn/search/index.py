@@ -469,7 +469,8 @@ def as_dense_dtype(matrix: np.ndarray, dtype: str) -> np.ndarray:
     """Dense rows as one of DENSE_DTYPES; float16 must keep every value finite."""
     if dtype not in DENSE_DTYPES:
         raise ValueError(f"dense dtype must be one of {', '.join(DENSE_DTYPES)}, not {dtype!r}")
-    out = np.ascontiguousarray(matrix, dtype=dtype)
+    with np.errstate(over="ignore"):  # reported below, naming the remedy
+        out = np.ascontiguousarray(matrix, dtype=dtype)
     if dtype == "float16" and not _all_finite(out):
         raise ValueError("the dense rows overflow float16 (|value| > 65504); store them as float32")
     return out
