@@ -8,17 +8,18 @@ generated variants until there are --names distinct ones: half are one or two ch
 (substitution, deletion, insertion, transposition) of a real name, half recombine the first words
 of one real name with the last words of another; a variant carries its first source's IDs.
 
-Dense side: embedding millions of names on 2 cores is not possible, so the rows are random unit
-vectors (384 wide, MiniLM's width) with the structure of a trained synonym encoder: the sum of
-a random unit vector per concept (the name's first ID), a fixed random Gaussian projection of
-the name's char n-gram TF-IDF vector less the real names' mean one, normalised (similar strings
-lie near each other; without centring all rows crowd into one narrow cone), and
-0.3 × a random unit vector of its own, normalised. I.i.d. random vectors have no neighbours worth
-the name (all but a query's twin at the same noise-level similarity), which no ANN index finds.
+Dense side: embedding millions of names on 2 cores is not possible, so only the real names get
+real vectors: the packaged MiniLM's rows of a saved MEDIC index (--dense-from; names it lacks,
+CTD's, are embedded here). A generated name's row is derived from its source's: an edit variant
+is unit(source + 0.5 × a random unit vector) (cosine about 0.9 to its source, as a typo moves a
+MiniLM vector), a recombination is unit(unit(source A + source B) + 0.5 × a random unit vector).
+So the rows are random unit vectors around the real model's geometry. (I.i.d. random vectors have
+no neighbours worth the name, and a random projection of the TF-IDF rows, tried first, has a far
+higher intrinsic dimension than a real encoder's space: IVF recall@20 stays near 0.8 even with a
+quarter of the lists probed; docs/results.md.)
 
-Queries: the distinct NCBI disease test mentions (preprocessed like the names), their dense
-vector made the same way (their gold concept's vector, none when it is not in the vocabulary;
-fresh noise). The sparse weight is the packaged MiniLM's.
+Queries: the distinct NCBI disease test mentions (preprocessed like the names), embedded by
+MiniLM. The sparse weight is the packaged MiniLM's.
 
 The build runs in this process; the search runs in a fresh child process, so that its memory
 figures are those of loading and searching the saved index (memory-mapped). Latencies are one
@@ -49,13 +50,12 @@ from biosyn.model.presets import MINILM
 from biosyn.preprocess.pipeline import Preprocessor, build_dictionary
 from biosyn.search.index import NameIndex
 
-WIDTH, NOISE, K, PART = 384, 0.3, 20, 250_000
-REAL_CAP = 200_000  # more than MEDIC + CTD's names: every real name's concept gets a centre
+WIDTH, NOISE, K, PART, QUERIES = 384, 0.5, 20, 250_000, 500
 LETTERS = "abcdefghijklmnopqrstuvwxyz "
 
 
-def names_with_variants(n: int, seed: int = 0) -> tuple[list[str], list[tuple[str, ...]], int]:
-    """(names, their IDs, how many are real): MEDIC + CTD names, then generated variants."""
+def names_with_variants(n: int, seed: int = 0) -> tuple[list[str], list[tuple[str, ...]], int, np.ndarray]:
+    """(names, their IDs, how many are real, sources [n, 2]: the real names each comes from, -1 for none)."""
     dictionary = Dictionary()
     for vocabulary in ("medic-2012", "ctd"):
         built = build_dictionary(load_vocabulary(vocabulary), Preprocessor())
@@ -63,10 +63,11 @@ def names_with_variants(n: int, seed: int = 0) -> tuple[list[str], list[tuple[st
             dictionary.add(name, ids)
     names, ids = dictionary.names[:n], dictionary.ids[:n]
     real = len(names)
+    sources = [(i, -1) for i in range(real)]
     seen = set(names)
     rng = random.Random(seed)
     while len(names) < n:
-        source = rng.randrange(real)
+        source, other = rng.randrange(real), -1
         name = names[source]
         if rng.random() < 0.5:
             for _ in range(rng.randint(1, 2) if len(name) > 2 else 0):
@@ -76,68 +77,72 @@ def names_with_variants(n: int, seed: int = 0) -> tuple[list[str], list[tuple[st
                         else name[:at] + char + name[at:] if op == 2 else name[:at] + name[at + 1:at + 2] + name[at:at + 1] + name[at + 2:])
             name = " ".join(name.split())
         else:
-            head, tail = name.split(), names[rng.randrange(real)].split()
+            other = rng.randrange(real)
+            head, tail = name.split(), names[other].split()
             name = " ".join(head[: max(1, len(head) // 2)] + tail[len(tail) // 2:])
         if name and name not in seen:
             seen.add(name)
             names.append(name)
             ids.append(ids[source])
-    return names, ids, real
+            sources.append((source, other))
+    return names, ids, real, np.array(sources, dtype=np.int64)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def structured_vectors(tfidf, concepts: np.ndarray, centres: np.ndarray, projection: np.ndarray,
-                       rng: np.random.Generator) -> np.ndarray:
-    """Unit rows: concept centre (row -1: none) + normalised TF-IDF projection + NOISE × random unit."""
-    noise = unit(rng.standard_normal((tfidf.shape[0], WIDTH), dtype=np.float32))
-    centre = np.where((concepts >= 0)[:, None], centres[np.maximum(concepts, 0)], 0)
-    lexical = unit(np.asarray(tfidf @ projection[:-1], dtype=np.float32) - projection[-1])
-    return unit(centre + lexical + NOISE * noise).astype(np.float32)
+def real_vectors(names: list[str], dense_from: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(rows of the real names, query rows, query texts), all from the packaged MiniLM."""
+    from biosyn.model.specs import load_model
+
+    model = load_model("minilm")
+    saved = NameIndex.load(dense_from)
+    saved.check_model(model.fingerprint)  # the rows must be this model's
+    row = {name: i for i, name in enumerate(saved.names)}
+    rows = np.empty((len(names), WIDTH), dtype=np.float32)
+    known = [i for i, name in enumerate(names) if name in row]
+    rows[known] = np.asarray(saved.dense_matrix[[row[names[i]] for i in known]], dtype=np.float32)
+    missing = [i for i, name in enumerate(names) if name not in row]
+    if missing:
+        rows[missing] = model.embed([names[i] for i in missing])
+    texts = queries(QUERIES)
+    return rows, model.embed(texts, queries=True), texts
 
 
-def concept_numbers(ids: list[tuple[str, ...]]) -> dict[str, int]:
-    """Every ID (main or alternative) to the number of its name's main (first) ID."""
-    mains = {row[0]: None for row in ids}
-    number = {main: i for i, main in enumerate(mains)}
-    return {i: number[row[0]] for row in ids for i in row} | number
+def variant_vectors(real: np.ndarray, sources: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rows of generated names, from their sources' rows (see the module's docstring)."""
+    base = real[sources[:, 0]]
+    other = sources[:, 1] >= 0
+    base[other] = unit(base[other] + real[sources[other, 1]])
+    return unit(base + NOISE * unit(rng.standard_normal(base.shape, dtype=np.float32)))
 
 
-def queries(limit: int) -> tuple[list[str], list[str]]:
-    """(texts, first gold ID) of the distinct NCBI test mentions."""
+def queries(limit: int) -> list[str]:
     docs = read_pubtator(data_file(CORPORA["ncbi-disease"].splits["test"]))
-    first = dict(reversed([(Preprocessor().name(m.text), (m.ids or ("",))[0]) for d in docs for m in d.mentions]))
-    texts = [t for t in first if t][:limit]
-    return texts, [first[t] for t in texts]
-
-
-def vector_tools(names, ids):
-    numbers = concept_numbers(ids[:REAL_CAP])
-    centres = unit(np.random.default_rng(4).standard_normal((max(numbers.values()) + 1, WIDTH), dtype=np.float32))
-    return numbers, centres
+    return [t for t in dict.fromkeys(Preprocessor().name(m.text) for d in docs for m in d.mentions) if t][:limit]
 
 
 def build(args) -> dict:
     started = time.perf_counter()
-    names, ids, real = names_with_variants(args.names)
+    names, ids, real, sources = names_with_variants(args.names)
     generated_s = time.perf_counter() - started
+    started = time.perf_counter()
+    real_rows, query_rows, texts = real_vectors(names[:real], args.dense_from)
+    embed_s = time.perf_counter() - started
     started = time.perf_counter()
     encoder = SparseEncoder().fit(names)
     fit_s = time.perf_counter() - started
-    projection = np.random.default_rng(1).standard_normal((len(encoder.vocabulary), WIDTH), dtype=np.float32)
-    # The last row: the projected mean TF-IDF row of the real names, taken off every row.
-    projection = np.vstack([projection, np.asarray(encoder.transform(names[:real]).mean(axis=0) @ projection, dtype=np.float32)])
     rng = np.random.default_rng(2)
-    numbers, centres = vector_tools(names, ids)
     parts, transform_s, vectors_s = [], 0.0, 0.0
     for start in range(0, len(names), PART):
         t0 = time.perf_counter()
         tfidf = encoder.transform(names[start:start + PART])
         t1 = time.perf_counter()
-        concepts = np.array([numbers.get(i[0], -1) for i in ids[start:start + PART]])
-        dense = structured_vectors(tfidf, concepts, centres, projection, rng).astype(np.float16)
+        dense = variant_vectors(real_rows, sources[start:start + PART], rng)
+        is_real = np.arange(start, start + len(dense)) < real  # real names come first and keep their own rows
+        dense[is_real] = real_rows[start:min(start + PART, real)]
+        dense = dense.astype(np.float16)
         vectors_s += time.perf_counter() - t1
         transform_s += t1 - t0
         parts.append(NameIndex(names[start:start + PART], ids[start:start + PART], encoder, tfidf, dense))
@@ -154,13 +159,14 @@ def build(args) -> dict:
     started = time.perf_counter()
     index.save(args.folder)
     save_s = time.perf_counter() - started
-    np.save(Path(args.folder).with_suffix(".projection.npy"), projection)
+    np.save(Path(args.folder).with_suffix(".queries.npy"), query_rows)
+    Path(args.folder).with_suffix(".queries.json").write_text(json.dumps(texts))
     files = {p.name: p.stat().st_size for p in Path(args.folder).rglob("*") if p.is_file()}
     return {
         "names": len(names), "real_names": real, "generated_names": len(names) - real, "ngrams": len(encoder.vocabulary),
         "sparse_nonzeros": int(index.sparse_matrix.nnz), "faiss": index.manifest["faiss"], "postings": index.manifest["postings"],
         "seconds": {"generate_names": round(generated_s, 1), "sparse_fit": round(fit_s, 1), "sparse_transform": round(transform_s, 1),
-                    "random_vectors (not part of a real build)": round(vectors_s, 1), "merge_parts": round(merge_s, 1),
+                    "real_vectors (MiniLM rows, queries)": round(embed_s, 1), "variant_vectors": round(vectors_s, 1), "merge_parts": round(merge_s, 1),
                     "faiss_ivfpq_train_add": round(faiss_s, 1), "postings": round(postings_s, 1), "save_with_checksums": round(save_s, 1)},
         "index_build_s (sparse fit + transform + merge + faiss + postings + save)": round(fit_s + transform_s + merge_s + faiss_s + postings_s + save_s, 1),
         "disk_bytes_per_name": {name: round(size / len(names), 1) for name, size in sorted(files.items())},
@@ -197,12 +203,9 @@ def search(args) -> dict:
     if args.candidates:
         index.manifest["faiss"]["candidates"] = args.candidates
     after_load = memory()
-    projection = np.load(Path(args.folder).with_suffix(".projection.npy"))
-    texts, gold = queries(args.queries)
-    numbers, centres = vector_tools(index.names, index.ids)
+    texts = json.loads(Path(args.folder).with_suffix(".queries.json").read_text())[: args.queries]
+    dense_q = np.load(Path(args.folder).with_suffix(".queries.npy"))[: args.queries]
     sparse_q = index.sparse_encoder.transform(texts)
-    concepts = np.array([numbers.get(g, -1) for g in gold])
-    dense_q = structured_vectors(sparse_q, concepts, centres, projection, np.random.default_rng(3))
     weight = MINILM["sparse_weight"]
     one = lambda mode, approximate: lambda i: index.search(  # noqa: E731
         K, mode=mode, dense_queries=dense_q[i:i + 1], sparse_queries=index.sparse_encoder.transform(texts[i:i + 1]),
@@ -251,6 +254,8 @@ def search(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--names", type=int, default=1_000_000)
+    parser.add_argument("--dense-from", help="build: a saved MEDIC index of the packaged MiniLM "
+                        "(biosyn index build DIR --model minilm --vocabulary medic-2012)")
     parser.add_argument("--folder", required=True, help="where the index is written (e.g. runs/scale-1m)")
     parser.add_argument("--queries", type=int, default=500, help="at most this many distinct NCBI test mentions")
     parser.add_argument("--phase", choices=("all", "build", "search"), default="all")
@@ -259,6 +264,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, help="search: names over-fetched and re-scored (default: the index's)")
     args = parser.parse_args()
     report: dict = {"cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2)}
+    if args.phase in ("all", "build") and not args.dense_from:
+        parser.error("building needs --dense-from")
     if args.phase in ("all", "build"):
         report["build"] = build(args)
         print(json.dumps(report["build"]), flush=True)

@@ -51,8 +51,9 @@ POSTINGS = {"indptr": np.int64, "rows": np.int32, "data": np.float32}
 DENSE_DTYPES = ("float32", "float16")
 APPROXIMATE_KINDS = ("hnsw", "ivf", "ivfpq")
 # Approximate sparse search: n-grams are taken rarest first while their postings add up to at
-# most `budget` names; the `pool` names with the best partial score are scored exactly.
-POSTINGS_DEFAULTS = {"budget": 100_000, "pool": 2048}
+# most `budget` names (default: a third of the names, at least 100,000); the `pool` names with
+# the best partial score are scored exactly. Tuned at 1M names (docs/results.md).
+POSTINGS_POOL = 8192
 _ROWS_AT_ONCE = 65536  # dense rows converted to float32 at a time (FAISS training and adding, checks)
 
 
@@ -287,7 +288,7 @@ class NameIndex:
         `ivfpq` keeps a `pq_m`-byte code a name (default: one byte per 8 dimensions); its ranking is
         rough, so search over-fetches `candidates` names (default 400 for ivfpq, else max(4k, 64))
         and re-scores them exactly from the stored rows. IVF lists: `nlist` (default 4√n for ivf,
-        √n for ivfpq), `nprobe` of them searched (default 16 for ivf, 64 for ivfpq). Training uses
+        √n for ivfpq), `nprobe` of them searched (default 16 for ivf, 128 for ivfpq). Training uses
         at most 64 rows a list, a seeded sample.
         """
         import faiss
@@ -317,7 +318,7 @@ class NameIndex:
                 settings["pq_m"] = pq_m
             sample = np.sort(np.random.default_rng(0).choice(n, min(n, max(64 * nlist, 256 * 39)), replace=False))
             index.train(np.asarray(self.dense_matrix[sample], dtype=np.float32))
-            settings |= {"nlist": nlist, "nprobe": nprobe or (16 if kind == "ivf" else 64)}
+            settings |= {"nlist": nlist, "nprobe": nprobe or (16 if kind == "ivf" else 128)}
         settings["candidates"] = candidates or (400 if kind == "ivfpq" else None)
         for start in range(0, n, _ROWS_AT_ONCE):
             index.add(np.asarray(self.dense_matrix[start : start + _ROWS_AT_ONCE], dtype=np.float32))
@@ -328,12 +329,12 @@ class NameIndex:
 
     def add_postings(self, *, budget: int | None = None, pool: int | None = None) -> None:
         """The sparse rows by n-gram (an inverted index), for approximate sparse search over
-        millions of names; `budget` and `pool` as in POSTINGS_DEFAULTS."""
+        millions of names; `budget` and `pool` as described at POSTINGS_POOL."""
         columns = sp.csc_matrix(as_csr32(self.sparse_matrix))
         columns.sort_indices()
         self.postings = {part: np.asarray(array, dtype=POSTINGS[part])
                          for part, array in (("indptr", columns.indptr), ("rows", columns.indices), ("data", columns.data))}
-        self.manifest["postings"] = {"budget": budget or POSTINGS_DEFAULTS["budget"], "pool": pool or POSTINGS_DEFAULTS["pool"]}
+        self.manifest["postings"] = {"budget": budget or max(100_000, len(self) // 3), "pool": pool or POSTINGS_POOL}
 
     # -- search ----------------------------------------------------------------------------
 
@@ -430,7 +431,7 @@ class NameIndex:
 
     def _sparse_candidates(self, sparse_q, depth: int) -> np.ndarray:
         """Per query, the `depth` best names by exact sparse score among those sharing its rarest
-        n-grams (see POSTINGS_DEFAULTS); padded with -1. Its recall against the exact sparse
+        n-grams (see POSTINGS_POOL); padded with -1. Its recall against the exact sparse
         top-k is measured by benchmarks/index_scale.py (docs/results.md)."""
         assert self.postings is not None
         indptr, rows, data = self.postings["indptr"], self.postings["rows"], self.postings["data"]
@@ -447,13 +448,11 @@ class NameIndex:
             taken = rarest[: max(1, int(np.searchsorted(np.cumsum(lengths[rarest]), settings["budget"], side="right")))]
             hit = np.concatenate([rows[indptr[t] : indptr[t + 1]] for t in terms[taken]])
             partial = np.concatenate([w * data[indptr[t] : indptr[t + 1]] for t, w in zip(terms[taken], weights[taken])])
-            # The partial score per name: sort the hits (quicksort; np.unique's stable sort is slower), sum runs.
-            order = np.argsort(hit)
-            hit = hit[order]
-            starts = np.flatnonzero(np.r_[True, hit[1:] != hit[:-1]])
-            names, partial = hit[starts], np.add.reduceat(partial[order], starts)
+            # The partial score per name; counting into an array of all names beats sorting the hits.
+            partial = np.bincount(hit, weights=partial, minlength=len(self))
+            names = np.flatnonzero(partial)
             if len(names) > settings["pool"]:
-                names = np.sort(names[np.argpartition(-partial, settings["pool"])[: settings["pool"]]])
+                names = np.sort(names[np.argpartition(-partial[names], settings["pool"])[: settings["pool"]]])
             exact = sparse_scores(queries[i], self.sparse_matrix, names[None, :])[0]
             best = np.lexsort((names, -exact))[:depth]
             out[i, : len(best)] = names[best]
