@@ -44,7 +44,7 @@ def _model_options(p: argparse.ArgumentParser, *, index: bool = True) -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for embedding on CPU")
     if index:
         p.add_argument("--index", help="a saved index (`biosyn index build`); default: build or reuse a cached one")
-        p.add_argument("--approximate", action="store_true", help="search the index's FAISS part (built with --approximate)")
+        p.add_argument("--approximate", action="store_true", help="search the index's FAISS part and postings (built with `biosyn index build --approximate-kind ... --postings`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
