@@ -11,6 +11,7 @@ import biosyn.encoders.sparse as sparse_module
 from biosyn.data.records import Dictionary, DictionaryEntry
 from biosyn.encoders.dense import DenseEncoder
 from biosyn.encoders.sparse import SparseEncoder
+from biosyn.interfaces.cli import main
 from biosyn.model.biosyn import BioSyn
 from biosyn.preprocess.pipeline import build_dictionary
 from biosyn.scale.index_parts import build_index_in_parts, part_ranges
@@ -112,6 +113,12 @@ def test_the_postings_prefilter_finds_the_exact_sparse_top_k_among_few_names(tmp
     np.save(tmp_path / "idx" / "postings_rows.npy", np.full(index.sparse_matrix.nnz, len(names), np.int32))
     with pytest.raises(CorruptIndexError, match="postings_rows.npy: name numbers outside"):
         NameIndex.load(tmp_path / "idx", verify=False)
+    manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
+    for field, value, message in (("postings", {"budget": 7, "pool": "many"}, "postings: expected a mapping"),
+                                  ("dense_dtype", "int8", "dense_dtype: expected one of float32, float16")):
+        (tmp_path / "idx" / MANIFEST).write_text(json.dumps({**manifest, field: value}))
+        with pytest.raises(CorruptIndexError, match=message):
+            NameIndex.load(tmp_path / "idx")
 
 
 def test_the_sparse_encoder_counts_in_chunks_alike(monkeypatch):
@@ -167,3 +174,16 @@ def test_merge_refuses_parts_that_do_not_fit():
     with pytest.raises(ValueError, match="the parts overlap"):
         NameIndex.merge([part(0, 2), part(1, 3)])
     assert NameIndex.merge([part(0, 1), part(1, 3)]).names == ["alpha", "beta", "gamma"]
+
+
+def test_the_cli_builds_postings_and_searches_them(tmp_path, capsys):
+    vocabulary = tmp_path / "v.tsv"
+    vocabulary.write_text("X:1\tWilson disease\nX:2\tBreast cancer\nX:3\tOvarian cancer\nX:4\tLynch syndrome\n")
+    assert main(["index", "build", str(tmp_path / "idx"), "--model", "sparse", "--vocabulary", str(vocabulary), "--postings"]) == 0
+    assert NameIndex.load(tmp_path / "idx").postings is not None
+    answers = []
+    for extra in ([], ["--approximate"]):
+        capsys.readouterr()
+        assert main(["normalize", "--model", "sparse", "--index", str(tmp_path / "idx"), "--json", "-k", "2", "breast cancers", *extra]) == 0
+        answers.append(json.loads(capsys.readouterr().out))
+    assert answers[0] == answers[1] and answers[0]["ids"] == ["X:2"]

@@ -12,7 +12,7 @@ default; on the 73k-name MEDIC index it costs what docs/results.md states) and, 
 arrays' dtypes, shapes, the monotone `indptr` and the column bounds, so a damaged file is a
 `CorruptIndexError` naming it, never a crash or silently wrong scores.
 
-Million-name vocabularies (docs/scale.md): dense rows may be stored as float16 (half the disk
+Million-name vocabularies (docs/index.md): dense rows may be stored as float16 (half the disk
 and page cache; scores are computed in float32), the FAISS part may be IVF-PQ (a few dozen
 bytes a name in RAM), whose candidates are over-fetched and re-scored exactly from the
 memory-mapped rows, and the sparse side may keep postings (the TF-IDF columns, an inverted
@@ -519,6 +519,15 @@ def _read_manifest(path: Path) -> dict:
     dim = manifest.get("dense_dim")
     if dim is not None and (type(dim) is not int or dim < 1):
         raise CorruptIndexError(path, None, "dense_dim", f"expected a positive integer, got {dim!r}")
+    if manifest.get("dense_dtype") not in (None, *DENSE_DTYPES):
+        raise CorruptIndexError(path, None, "dense_dtype", f"expected one of {', '.join(DENSE_DTYPES)}, got {manifest['dense_dtype']!r}")
+    for field, ints in (("faiss", ("nlist", "nprobe", "candidates", "pq_m", "hnsw_m", "ef_search")), ("postings", ("budget", "pool"))):
+        settings = manifest.get(field, {})
+        if not isinstance(settings, dict) or any(settings.get(key) is not None and (type(settings[key]) is not int or settings[key] < 1)
+                                                 for key in ints):
+            raise CorruptIndexError(path, None, field, f"expected a mapping with positive integers for {', '.join(ints)}")
+    if "postings" in manifest and not all(key in manifest["postings"] for key in ("budget", "pool")):
+        raise CorruptIndexError(path, None, "postings", "needs a budget and a pool")
     return manifest
 
 
