@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--add-mentions", metavar="CORPUS:SPLITS", help="also index a corpus's annotated mentions, e.g. ncbi-disease:train,dev")
     build.add_argument("--approximate-kind", choices=APPROXIMATE_KINDS,
                        help="add an approximate FAISS index (ivfpq: compact codes, re-scored exactly; for millions of names)")
+    build.add_argument("--nprobe", type=int, help="ivf/ivfpq: lists searched a query (default 16 for ivf, 128 for ivfpq)")
+    build.add_argument("--candidates", type=int, help="approximate search: names fetched from FAISS and re-scored exactly (default 400 for ivfpq)")
     build.add_argument("--dense-dtype", choices=DENSE_DTYPES, default="float32",
                        help="how dense rows are stored (float16: half the disk and page cache; default float32)")
     build.add_argument("--postings", action="store_true",
@@ -261,7 +263,7 @@ def cmd_index(args) -> int:
         index = model.build_index(dictionary, vocabulary, dense=model.encoder is not None, progress=True, manifest=manifest,
                                   dense_dtype=args.dense_dtype)
     if args.approximate_kind:
-        index.add_faiss(args.approximate_kind)
+        index.add_faiss(args.approximate_kind, nprobe=args.nprobe, candidates=args.candidates)
     if args.postings:
         index.add_postings()
     index.save(args.output)
