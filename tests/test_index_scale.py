@@ -68,7 +68,7 @@ def test_ivfpq_recovers_the_exact_top_k_by_rescoring_and_is_saved_with_its_setti
     # The codes alone rank roughly: re-scoring is what makes the top 5 exact.
     assert index._faiss.search(queries, 5)[1].tolist() != exact.indices.tolist()
     loaded = NameIndex.load(index.save(tmp_path / "idx"))
-    assert loaded.manifest["faiss"] == {"kind": "ivfpq", "pq_m": 4, "nlist": 4, "nprobe": 4, "candidates": 200}
+    assert loaded.manifest["faiss"] == {"kind": "ivfpq", "pq_m": 8, "nlist": 4, "nprobe": 4, "candidates": 200}
     assert faiss.extract_index_ivf(loaded._faiss).nprobe == 4
     np.testing.assert_array_equal(loaded.search(5, mode="dense", dense_queries=queries, approximate=True).indices, exact.indices)
     manifest = json.loads((tmp_path / "idx" / MANIFEST).read_text())
