@@ -9,6 +9,8 @@ through the explicit :meth:`SparseEncoder.from_sklearn_pickle` opt-in.
 
 2-core CPU, 76,237 MEDIC names (1,122 n-grams): fit 0.8-0.95 s, transform of
 all names 0.75 s, of 1000 names 0.01 s (sklearn fit + transform: 1.9 s).
+Names are counted in chunks of ``_CHUNK``, so millions of names never hold a Python
+list of every n-gram id (4M names would take about 6 GB that way).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ _VERSION = 1
 # sklearn collapses runs of two or more whitespace characters only; a single
 # tab or newline stays as it is and becomes an n-gram of its own.
 _WHITESPACE_RUNS = re.compile(r"\s\s+")
+_CHUNK = 65536
 
 
 class SparseEncoder:
@@ -60,22 +63,29 @@ class SparseEncoder:
         # One pass assigning ids by first appearance, then renumber in sorted
         # order like sklearn's _sort_features; avoids keeping every n-gram list.
         seen: dict[str, int] = {}
-        counts = self._counts(names, seen, grow=True)
+        df = np.zeros(0, dtype=np.int64)
+        for chunk in _chunks(names):
+            counts = self._counts(chunk, seen, grow=True)
+            df = np.pad(df, (0, len(seen) - len(df))) + np.bincount(counts.indices, minlength=len(seen))  # rows hold distinct ids
         if not seen:
             raise ValueError("empty vocabulary: the names contain no characters")
         terms = sorted(seen)
-        remap = np.empty(len(terms), dtype=np.int64)
-        remap[[seen[t] for t in terms]] = np.arange(len(terms))
+        order = np.array([seen[t] for t in terms], dtype=np.int64)
         self.vocabulary = {t: i for i, t in enumerate(terms)}
-        df = np.bincount(remap[counts.indices], minlength=len(terms))  # rows hold distinct ids
-        self.idf = np.log((1.0 + len(names)) / (1.0 + df)) + 1.0
+        self.idf = np.log((1.0 + len(names)) / (1.0 + df[order])) + 1.0
         return self
 
     def transform(self, texts: Iterable[str]) -> sp.csr_matrix:
         """l2-normalised TF-IDF rows (float32); n-grams outside the vocabulary are ignored."""
         if not self.vocabulary:
             raise RuntimeError("SparseEncoder is not fitted: call fit() or load()")
-        counts = self._counts(_as_texts(texts), self.vocabulary, grow=False)
+        texts = _as_texts(texts)
+        if len(texts) <= _CHUNK:
+            return self._tfidf(texts)
+        return sp.vstack([self._tfidf(chunk) for chunk in _chunks(texts)], format="csr")
+
+    def _tfidf(self, texts: list[str]) -> sp.csr_matrix:
+        counts = self._counts(texts, self.vocabulary, grow=False)
         counts.data *= self.idf[counts.indices]
         rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
         counts.data /= np.sqrt(np.bincount(rows, weights=counts.data**2))[rows]
@@ -188,6 +198,10 @@ class SparseEncoder:
         self.vocabulary = {t: i for i, t in enumerate(terms)}
         self.idf = idf
         return self
+
+
+def _chunks(texts: list[str]) -> Iterable[list[str]]:
+    return (texts[start : start + _CHUNK] for start in range(0, len(texts), _CHUNK))
 
 
 def _as_texts(texts: Iterable[str]) -> list[str]:

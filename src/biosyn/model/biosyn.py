@@ -219,21 +219,24 @@ class BioSyn:
         return self.sparse_encoder
 
     def build_index(self, dictionary: Dictionary, vocabulary: Vocabulary, *, dense: bool = True,
-                    progress: bool = False, manifest: dict | None = None) -> NameIndex:
-        """Embeds every dictionary name once; the index is kept on the model and returned."""
+                    progress: bool = False, manifest: dict | None = None, dense_dtype: str = "float32") -> NameIndex:
+        """Embeds every dictionary name once; the index is kept on the model and returned.
+        (`biosyn.scale.index_parts` builds the same index in parts.)"""
         if self.sparse_encoder is None:
             self.fit_sparse(vocabulary)
         matrix = self.embed(dictionary.names, progress=progress) if dense and self.encoder is not None else None
-        self.index = NameIndex.build(
-            dictionary, self.sparse_encoder, matrix, list(vocabulary),
-            {"model_fingerprint": self.fingerprint if matrix is not None else None,
-             # How the rows were computed; not part of what they mean, so in no cache key.
-             "embedded_with": {"backend": str(getattr(self.encoder, "backend", "torch")), "bf16": self.embed_options.bf16}
-             if matrix is not None else None,
-             "vocabulary_fingerprint": vocabulary_fingerprint(vocabulary),
-             "similarity": self.similarity, **(manifest or {})},
-        )
+        self.index = NameIndex.build(dictionary, self.sparse_encoder, matrix, list(vocabulary),
+                                     self.index_manifest(vocabulary, matrix is not None, manifest), dense_dtype)
         return self.index
+
+    def index_manifest(self, vocabulary: Vocabulary, dense: bool, manifest: dict | None = None) -> dict:
+        """What an index built by this model records about it (beside the index's own fields)."""
+        return {"model_fingerprint": self.fingerprint if dense else None,
+                # How the rows were computed; not part of what they mean, so in no cache key.
+                "embedded_with": {"backend": str(getattr(self.encoder, "backend", "torch")), "bf16": self.embed_options.bf16}
+                if dense else None,
+                "vocabulary_fingerprint": vocabulary_fingerprint(vocabulary),
+                "similarity": self.similarity, **(manifest or {})}
 
     def use_index(self, index: NameIndex) -> BioSyn:
         """Attaches a saved index, refusing one built with another model."""

@@ -37,6 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 _BLOCK = 64
+_RANGE = 1 << 16
 
 
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +114,10 @@ def batched_topk(query, n_items: int, k: int, batch_size: int, n_threads: int | 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     n_threads = n_threads or len(os.sched_getaffinity(0))
-    bounds = np.linspace(0, n_items, min(n_threads, max(n_items, 1)) + 1).astype(np.int64)
+    # At least one range a thread, and ranges of at most _RANGE items, so that a score block
+    # stays small (4M names in 2 ranges would be 2 x 1 GB of scores per batch).
+    n_ranges = min(max(n_threads, -(-n_items // _RANGE)), max(n_items, 1))
+    bounds = np.linspace(0, n_items, n_ranges + 1).astype(np.int64)
     k_out = min(k, n_items)
     indices = np.empty((query.shape[0], k_out), dtype=np.int64)
     values = np.empty((query.shape[0], k_out), dtype=np.float32)
@@ -122,7 +126,7 @@ def batched_topk(query, n_items: int, k: int, batch_size: int, n_threads: int | 
         idx, val = _topk_columns(score(a, b), k)
         return idx + a, val
 
-    with ThreadPoolExecutor(len(bounds) - 1) as pool:
+    with ThreadPoolExecutor(min(n_threads, n_ranges)) as pool:
         for start in range(0, query.shape[0], batch_size):
             score = make_scorer(query[start : start + batch_size])
             parts = list(pool.map(part, [score] * (len(bounds) - 1), bounds[:-1], bounds[1:]))

@@ -11,6 +11,14 @@ The manifest holds the SHA-256 of every other file. Loading checks them (`verify
 default; on the 73k-name MEDIC index it costs what docs/results.md states) and, always, the
 arrays' dtypes, shapes, the monotone `indptr` and the column bounds, so a damaged file is a
 `CorruptIndexError` naming it, never a crash or silently wrong scores.
+
+Million-name vocabularies (docs/index.md): dense rows may be stored as float16 (half the disk
+and page cache; scores are computed in float32), the FAISS part may be IVF-PQ (a few dozen
+bytes a name in RAM), whose candidates are over-fetched and re-scored exactly from the
+memory-mapped rows, and the sparse side may keep postings (the TF-IDF columns, an inverted
+index) so that approximate search scores only the names sharing a query's rarest n-grams
+instead of all of them. An index can also be built in parts (consecutive name ranges, e.g. on
+Ray workers) and merged; the merged index equals the one built in one go.
 """
 
 from __future__ import annotations
@@ -38,6 +46,15 @@ FORMAT = "biosyn.index"
 VERSION = 2  # 2: the manifest lists every file's checksum
 MANIFEST = "manifest.json"
 SPARSE_PARTS = {"data": np.float32, "indices": np.int32, "indptr": np.int32}
+# The TF-IDF matrix by column: for each n-gram, the names holding it and its weight there.
+POSTINGS = {"indptr": np.int64, "rows": np.int32, "data": np.float32}
+DENSE_DTYPES = ("float32", "float16")
+APPROXIMATE_KINDS = ("hnsw", "ivf", "ivfpq")
+# Approximate sparse search: n-grams are taken rarest first while their postings add up to at
+# most `budget` names (default: a third of the names, at least 100,000); the `pool` names with
+# the best partial score are scored exactly. Tuned at 1M names (docs/results.md).
+POSTINGS_POOL = 8192
+_ROWS_AT_ONCE = 65536  # dense rows converted to float32 at a time (FAISS training and adding, checks)
 
 
 class IndexMismatchError(ValueError):
@@ -95,6 +112,7 @@ class NameIndex:
         self.manifest = manifest or {}
         self.path = path
         self._faiss: Any = None  # a faiss.Index (untyped library)
+        self.postings: dict[str, np.ndarray] | None = None  # POSTINGS arrays, from `add_postings`
 
     def __len__(self) -> int:
         return len(self.names)
@@ -102,6 +120,10 @@ class NameIndex:
     @property
     def has_dense(self) -> bool:
         return self.dense_matrix is not None
+
+    @property
+    def dense_dtype(self) -> str | None:
+        return None if self.dense_matrix is None else str(self.dense_matrix.dtype)
 
     def concept(self, concept_id: str) -> Concept | None:
         if concept_id in self.concepts:
@@ -118,20 +140,47 @@ class NameIndex:
         dense_matrix: np.ndarray | None = None,
         concepts: Sequence[Concept] = (),
         manifest: dict | None = None,
+        dense_dtype: str = "float32",
     ) -> NameIndex:
-        """An in-memory index; fits a sparse encoder on the names when none is given."""
+        """An in-memory index; fits a sparse encoder on the names when none is given. Dense rows
+        are stored as `dense_dtype` (one of DENSE_DTYPES)."""
         names, ids = dictionary.names, dictionary.ids
         sparse_encoder = sparse_encoder or SparseEncoder().fit(names)
+        dense = None if dense_matrix is None else as_dense_dtype(dense_matrix, dense_dtype)
+        return cls._assemble(names, ids, sparse_encoder, sparse_encoder.transform(names), dense, concepts, manifest)
+
+    @classmethod
+    def merge(cls, parts: Sequence[NameIndex], concepts: Sequence[Concept] = (), manifest: dict | None = None) -> NameIndex:
+        """One index from parts built (`build`) on consecutive ranges of one dictionary's names with
+        one sparse encoder; it equals the index `build` makes of all the names at once."""
+        if not parts:
+            raise ValueError("merging needs at least one part")
+        first = parts[0]
+        for number, part in enumerate(parts):
+            if sparse_fingerprint(part.sparse_encoder) != sparse_fingerprint(first.sparse_encoder):
+                raise IndexMismatchError(f"part {number} was built with another sparse encoder than part 0")
+            if part.dense_dtype != first.dense_dtype or (part.has_dense and part.dense_matrix.shape[1] != first.dense_matrix.shape[1]):  # type: ignore[union-attr]
+                raise IndexMismatchError(f"part {number} has dense rows {part.dense_dtype} of another width or type than part 0")
+        names = [name for part in parts for name in part.names]
+        if len(set(names)) != len(names):
+            raise ValueError("the parts overlap: a name is in more than one part")
+        ids = [i for part in parts for i in part.ids]
+        sparse = sp.vstack([as_csr32(part.sparse_matrix) for part in parts], format="csr")
+        dense = None if first.dense_matrix is None else np.concatenate([part.dense_matrix for part in parts])
+        return cls._assemble(names, ids, first.sparse_encoder, sparse, dense, concepts, manifest)
+
+    @classmethod
+    def _assemble(cls, names, ids, sparse_encoder, sparse_matrix, dense, concepts, manifest) -> NameIndex:
         aliases = {alt: c.id for c in concepts for alt in c.alt_ids}
         info = {
             "format": FORMAT, "version": VERSION, "names": len(names),
             "dictionary_fingerprint": fingerprint_dictionary(names, ids),
             "sparse_fingerprint": sparse_fingerprint(sparse_encoder),
-            "dense_dim": None if dense_matrix is None else int(dense_matrix.shape[1]),
+            "dense_dim": None if dense is None else int(dense.shape[1]),
+            "dense_dtype": None if dense is None else str(dense.dtype),
             **(manifest or {}), "aliases": aliases,
         }
-        return cls(names, ids, sparse_encoder, sparse_encoder.transform(names), dense_matrix,
-                   {c.id: c for c in concepts}, info)
+        return cls(names, ids, sparse_encoder, sparse_matrix, dense, {c.id: c for c in concepts}, info)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the index to `path` atomically (temporary folder, then rename)."""
@@ -145,10 +194,15 @@ class NameIndex:
                     out.write(json.dumps({"id": c.id, "name": c.name, "alt_ids": list(c.alt_ids), "synonyms": list(c.synonyms)}, ensure_ascii=False) + "\n")
             self.sparse_encoder.save(tmp / "sparse_encoder")
             m = as_csr32(self.sparse_matrix)
-            for part in ("data", "indices", "indptr"):
-                np.save(tmp / f"sparse_{part}.npy", getattr(m, part), allow_pickle=False)
+            if m.nnz >= 2**31:
+                raise ValueError(f"{m.nnz} sparse entries: more than an index's int32 row pointers hold")
+            for part, dtype in SPARSE_PARTS.items():
+                np.save(tmp / f"sparse_{part}.npy", np.asarray(getattr(m, part), dtype=dtype), allow_pickle=False)
+            if self.postings is not None:
+                for part, array in self.postings.items():
+                    np.save(tmp / f"postings_{part}.npy", array, allow_pickle=False)
             if self.dense_matrix is not None:
-                np.save(tmp / "dense.npy", np.ascontiguousarray(self.dense_matrix, dtype=np.float32), allow_pickle=False)
+                np.save(tmp / "dense.npy", self.dense_matrix, allow_pickle=False)
             if self._faiss is not None:
                 import faiss
 
@@ -169,6 +223,8 @@ class NameIndex:
             raise FileNotFoundError(f"{path}: not a biosyn index (no {MANIFEST}; an interrupted build leaves none)")
         manifest = _read_manifest(manifest_path)
         files = ["dictionary.jsonl", "concepts.jsonl", *(f"sparse_{part}.npy" for part in SPARSE_PARTS)]
+        with_postings = "postings" in manifest
+        files += [f"postings_{part}.npy" for part in POSTINGS] if with_postings else []
         files += [f for f in ("dense.npy", "dense.faiss") if (path / f).exists()]
         if verify:
             _verify_checksums(path, manifest["checksums"], files)
@@ -193,12 +249,16 @@ class NameIndex:
         sparse = sp.csr_matrix((parts["data"], parts["indices"], parts["indptr"]), shape=(len(names), n_columns))
         dense = load("dense.npy") if "dense.npy" in files else None
         if dense is not None:
-            _check_array(path / "dense.npy", dense, np.float32, (len(names), manifest.get("dense_dim")))
+            # Indexes from before float16 rows have no dense_dtype: theirs are float32.
+            _check_array(path / "dense.npy", dense, np.dtype(manifest.get("dense_dtype") or "float32"), (len(names), manifest.get("dense_dim")))
         elif manifest.get("dense_dim") is not None:
             raise CorruptIndexError(path / "dense.npy", None, None, "missing, though the manifest has dense embeddings")
         index = cls(names, ids, sparse_encoder, sparse, dense, concepts, manifest, path)
+        if with_postings:
+            index.postings = {part: load(f"postings_{part}.npy") for part in POSTINGS}
+            _check_postings(path, index.postings, len(names), n_columns, sparse.nnz)
         if "dense.faiss" in files:
-            index._faiss = _read_faiss(path / "dense.faiss", len(names), manifest.get("dense_dim"))
+            index._faiss = _read_faiss(path / "dense.faiss", len(names), manifest.get("dense_dim"), manifest.get("faiss"))
         return index
 
     def check_model(self, model_fingerprint: str | None, sparse_encoder: SparseEncoder | None = None) -> None:
@@ -221,29 +281,62 @@ class NameIndex:
 
     # -- approximate search ----------------------------------------------------------------
 
-    def add_faiss(self, kind: str = "hnsw", *, hnsw_m: int = 32, ef_search: int = 128, nlist: int | None = None, nprobe: int = 16):
-        """An approximate FAISS index over the dense rows (inner product), for millions of names."""
+    def add_faiss(self, kind: str = "hnsw", *, hnsw_m: int = 32, ef_search: int = 128, nlist: int | None = None,
+                  nprobe: int | None = None, pq_m: int | None = None, candidates: int | None = None):
+        """An approximate FAISS index over the dense rows (inner product), for millions of names.
+
+        `ivfpq` keeps FAISS's fast-scan codes, `pq_m` 4-bit codes a name (default one per 4
+        dimensions: d/8 bytes), scanned with SIMD: at 1M names several times faster than 8-bit
+        codes of the same size for the same recall (docs/results.md). Its ranking is rough, so
+        search over-fetches `candidates` names (default 1000 for ivfpq, else max(4k, 64)) and
+        re-scores them exactly from the stored rows. IVF lists: `nlist` (default 4√n for ivf, √n
+        for ivfpq), `nprobe` of them searched (default 16 for ivf, a quarter of the lists for
+        ivfpq). Training uses at most 64 rows a list, a seeded sample.
+        """
         import faiss
 
         if self.dense_matrix is None:
             raise ValueError("an approximate index needs dense embeddings")
-        x = np.ascontiguousarray(self.dense_matrix, dtype=np.float32)
-        d = x.shape[1]
+        if kind not in APPROXIMATE_KINDS:
+            raise ValueError(f"unknown FAISS index kind {kind!r}; choose one of {', '.join(APPROXIMATE_KINDS)}")
+        n, d = self.dense_matrix.shape
+        settings: dict[str, Any] = {"kind": kind}
         index: Any
         if kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efSearch = ef_search
-        elif kind == "ivf":
-            nlist = nlist or max(1, int(4 * np.sqrt(len(x))))
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(x)
-            index.nprobe = nprobe
+            settings |= {"hnsw_m": hnsw_m, "ef_search": ef_search}
         else:
-            raise ValueError(f"unknown FAISS index kind {kind!r}; choose hnsw or ivf")
-        index.add(x)
+            nlist = nlist or max(1, int((4 if kind == "ivf" else 1) * np.sqrt(n)))
+            quantizer = faiss.IndexFlatIP(d)
+            if kind == "ivf":
+                index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+            else:
+                pq_m = pq_m or _pq_codes(d)
+                if d % pq_m or pq_m % 2:
+                    raise ValueError(f"ivfpq: {d} dimensions do not split into {pq_m} sub-vectors (an even number)")
+                if n < 256:
+                    raise ValueError(f"ivfpq needs at least 256 names to train its codes, not {n}; use hnsw or ivf")
+                index = faiss.IndexIVFPQFastScan(quantizer, d, nlist, pq_m, 4, faiss.METRIC_INNER_PRODUCT)
+                settings["pq_m"] = pq_m
+            sample = np.sort(np.random.default_rng(0).choice(n, min(n, max(64 * nlist, 256 * 39)), replace=False))
+            index.train(np.asarray(self.dense_matrix[sample], dtype=np.float32))
+            settings |= {"nlist": nlist, "nprobe": nprobe or (16 if kind == "ivf" else max(1, nlist // 4))}
+        settings["candidates"] = candidates or (1000 if kind == "ivfpq" else None)
+        for start in range(0, n, _ROWS_AT_ONCE):
+            index.add(np.asarray(self.dense_matrix[start : start + _ROWS_AT_ONCE], dtype=np.float32))
+        _configure_faiss(index, settings)
         self._faiss = index
-        self.manifest["faiss"] = {"kind": kind}
+        self.manifest["faiss"] = settings
         return index
+
+    def add_postings(self, *, budget: int | None = None, pool: int | None = None) -> None:
+        """The sparse rows by n-gram (an inverted index), for approximate sparse search over
+        millions of names; `budget` and `pool` as described at POSTINGS_POOL."""
+        columns = sp.csc_matrix(as_csr32(self.sparse_matrix))
+        columns.sort_indices()
+        self.postings = {part: np.asarray(array, dtype=POSTINGS[part])
+                         for part, array in (("indptr", columns.indptr), ("rows", columns.indices), ("data", columns.data))}
+        self.manifest["postings"] = {"budget": budget or max(100_000, len(self) // 3), "pool": pool or POSTINGS_POOL}
 
     # -- search ----------------------------------------------------------------------------
 
@@ -257,12 +350,14 @@ class NameIndex:
         sparse_weight: float = 1.0,
         approximate: bool = False,
         batch_size: int = 128,
+        candidates: int | None = None,
     ) -> SearchResult:
         """Top-k names for each query: the hybrid score (`scoring.hybrid`), or either half alone.
         Dense queries and rows come prepared by `scoring.Scorer.vectors`.
 
-        `approximate` takes dense candidates from the FAISS index and sparse candidates from the
-        exact sparse search, then re-scores their union exactly.
+        `approximate` takes `candidates` dense candidates from the FAISS index and as many sparse
+        candidates from the postings (`add_postings`; without them, from the exact sparse search),
+        then re-scores their union exactly. Sparse mode is approximate only with postings.
         """
         check_mode(mode)
         if mode != "sparse" and (dense_queries is None or self.dense_matrix is None):
@@ -270,8 +365,9 @@ class NameIndex:
         if mode != "dense" and sparse_queries is None:
             raise ValueError(f"mode {mode!r} needs sparse query vectors")
         n_queries = dense_queries.shape[0] if dense_queries is not None else sparse_queries.shape[0]  # type: ignore[union-attr]
-        if approximate and mode != "sparse":
-            indices = self._approximate_candidates(k, mode, dense_queries, sparse_queries)
+        approximate = approximate and (mode != "sparse" or self.postings is not None)
+        if approximate:
+            indices = self._approximate_candidates(k, mode, dense_queries, sparse_queries, candidates)
         else:
             indices = self._exact(k, mode, dense_queries, sparse_queries, sparse_weight, batch_size)
         valid = indices >= 0  # approximate candidate lists are padded with -1
@@ -284,7 +380,7 @@ class NameIndex:
         else:
             assert dense is not None  # checked above: these modes need dense queries and rows
             scores = dense if mode == "dense" else hybrid(dense, sparse, sparse_weight)
-        if approximate and mode != "sparse":
+        if approximate:
             scores = np.where(valid, scores, -np.inf)
             order = np.stack([np.lexsort((row_i, -row_s))[:k] for row_i, row_s in zip(indices, scores)]) if n_queries else np.zeros((0, k), np.int64)
             take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
@@ -307,7 +403,7 @@ class NameIndex:
             def score(a, b):
                 if mode == "sparse":
                     return sparse[a:b] @ s_t
-                out = matrix[a:b] @ d_q.T
+                out = np.asarray(matrix[a:b], dtype=np.float32) @ d_q.T
                 return hybrid(out, sparse[a:b] @ s_t, weight) if mode == "hybrid" else out
 
             return score
@@ -316,25 +412,89 @@ class NameIndex:
         indices, _ = batched_topk(rows, n, k, batch_size, None, make_scorer)
         return indices
 
-    def _approximate_candidates(self, k, mode, dense_q, sparse_q) -> np.ndarray:
-        if self._faiss is None:
-            raise ValueError("this index has no approximate (FAISS) part; build it with --approximate hnsw|ivf")
-        depth = max(4 * k, 64)
-        _, dense_idx = self._faiss.search(np.ascontiguousarray(dense_q, dtype=np.float32), min(depth, len(self)))
-        if mode == "hybrid":
-            sparse_idx = self._exact(depth, "sparse", None, sparse_q, 1.0, 128)
-            dense_idx = np.concatenate([dense_idx, sparse_idx], axis=1)
+    def _approximate_candidates(self, k, mode, dense_q, sparse_q, candidates) -> np.ndarray:
+        settings = self.manifest.get("faiss") or {}
+        depth = min(candidates or settings.get("candidates") or max(4 * k, 64), len(self))
+        found = []
+        if mode != "sparse":
+            if self._faiss is None:
+                raise ValueError("this index has no approximate (FAISS) part; build it with --approximate-kind")
+            found.append(self._faiss.search(np.ascontiguousarray(dense_q, dtype=np.float32), depth)[1])
+        if mode != "dense":
+            found.append(self._sparse_candidates(sparse_q, depth) if self.postings is not None
+                         else self._exact(depth, "sparse", None, sparse_q, 1.0, 128))
+        joined = np.concatenate(found, axis=1)
         # Union per query; duplicates and FAISS's own fillers become -1.
-        out = np.full_like(dense_idx, -1)
-        for i, row in enumerate(dense_idx):
+        out = np.full_like(joined, -1)
+        for i, row in enumerate(joined):
             uniq = list(dict.fromkeys(int(x) for x in row if x >= 0))
             out[i, : len(uniq)] = uniq
+        return out
+
+    def _sparse_candidates(self, sparse_q, depth: int) -> np.ndarray:
+        """Per query, the `depth` best names by exact sparse score among those sharing its rarest
+        n-grams (see POSTINGS_POOL); padded with -1. Its recall against the exact sparse
+        top-k is measured by benchmarks/index_scale.py (docs/results.md)."""
+        assert self.postings is not None
+        indptr, rows, data = self.postings["indptr"], self.postings["rows"], self.postings["data"]
+        settings = self.manifest["postings"]
+        queries = as_csr32(sparse_q)
+        out = np.full((queries.shape[0], depth), -1, dtype=np.int64)
+        for i in range(queries.shape[0]):
+            terms = queries.indices[queries.indptr[i] : queries.indptr[i + 1]]
+            weights = queries.data[queries.indptr[i] : queries.indptr[i + 1]]
+            if not len(terms):
+                continue
+            lengths = indptr[terms + 1] - indptr[terms]
+            rarest = np.argsort(lengths, kind="stable")
+            taken = rarest[: max(1, int(np.searchsorted(np.cumsum(lengths[rarest]), settings["budget"], side="right")))]
+            hit = np.concatenate([rows[indptr[t] : indptr[t + 1]] for t in terms[taken]])
+            partial = np.concatenate([w * data[indptr[t] : indptr[t + 1]] for t, w in zip(terms[taken], weights[taken])])
+            # The partial score per name; counting into an array of all names beats sorting the hits.
+            partial = np.bincount(hit, weights=partial, minlength=len(self))
+            names = np.flatnonzero(partial)
+            if len(names) > settings["pool"]:
+                names = np.sort(names[np.argpartition(-partial[names], settings["pool"])[: settings["pool"]]])
+            exact = sparse_scores(queries[i], self.sparse_matrix, names[None, :])[0]
+            best = np.lexsort((names, -exact))[:depth]
+            out[i, : len(best)] = names[best]
         return out
 
     def _dense_scores(self, dense_q: np.ndarray, indices: np.ndarray) -> np.ndarray:
         assert self.dense_matrix is not None
         rows = np.asarray(self.dense_matrix[indices.ravel()], dtype=np.float32).reshape(*indices.shape, -1)
         return np.einsum("qkd,qd->qk", rows, np.asarray(dense_q, dtype=np.float32))
+
+
+def as_dense_dtype(matrix: np.ndarray, dtype: str) -> np.ndarray:
+    """Dense rows as one of DENSE_DTYPES; float16 must keep every value finite."""
+    if dtype not in DENSE_DTYPES:
+        raise ValueError(f"dense dtype must be one of {', '.join(DENSE_DTYPES)}, not {dtype!r}")
+    with np.errstate(over="ignore"):  # reported below, naming the remedy
+        out = np.ascontiguousarray(matrix, dtype=dtype)
+    if dtype == "float16" and not _all_finite(out):
+        raise ValueError("the dense rows overflow float16 (|value| > 65504); store them as float32")
+    return out
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    # By blocks: a memory-mapped 4M x 384 array checked at once would take a 1.5 GB temporary.
+    return all(np.isfinite(array[start : start + _ROWS_AT_ONCE]).all() for start in range(0, len(array), _ROWS_AT_ONCE))
+
+
+def _pq_codes(d: int) -> int:
+    """One 4-bit code (a 16-centroid sub-quantizer) per 4 dimensions, or the largest even divisor of d below that."""
+    return next((m for m in range(max(2, d // 4), 1, -1) if d % m == 0 and m % 2 == 0), 2)
+
+
+def _configure_faiss(index, settings: dict) -> None:
+    """Search-time settings, which a saved FAISS file does not keep: from the manifest on load."""
+    import faiss
+
+    if "ef_search" in settings:
+        index.hnsw.efSearch = settings["ef_search"]
+    if "nprobe" in settings:
+        faiss.extract_index_ivf(index).nprobe = settings["nprobe"]
 
 
 def sparse_fingerprint(encoder: SparseEncoder) -> str:
@@ -361,6 +521,15 @@ def _read_manifest(path: Path) -> dict:
     dim = manifest.get("dense_dim")
     if dim is not None and (type(dim) is not int or dim < 1):
         raise CorruptIndexError(path, None, "dense_dim", f"expected a positive integer, got {dim!r}")
+    if manifest.get("dense_dtype") not in (None, *DENSE_DTYPES):
+        raise CorruptIndexError(path, None, "dense_dtype", f"expected one of {', '.join(DENSE_DTYPES)}, got {manifest['dense_dtype']!r}")
+    for field, ints in (("faiss", ("nlist", "nprobe", "candidates", "pq_m", "hnsw_m", "ef_search")), ("postings", ("budget", "pool"))):
+        settings = manifest.get(field, {})
+        if not isinstance(settings, dict) or any(settings.get(key) is not None and (type(settings[key]) is not int or settings[key] < 1)
+                                                 for key in ints):
+            raise CorruptIndexError(path, None, field, f"expected a mapping with positive integers for {', '.join(ints)}")
+    if "postings" in manifest and not all(key in manifest["postings"] for key in ("budget", "pool")):
+        raise CorruptIndexError(path, None, "postings", "needs a budget and a pool")
     return manifest
 
 
@@ -422,7 +591,7 @@ def _load_array(path: Path, mmap_mode: Literal["r"] | None) -> np.ndarray:
 def _check_array(path: Path, array: np.ndarray, dtype, shape: tuple) -> None:
     if array.dtype != dtype or array.shape != shape:
         raise CorruptIndexError(path, None, None, f"expected {np.dtype(dtype)} of shape {shape}, found {array.dtype} {array.shape}")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not _all_finite(array):
         raise CorruptIndexError(path, None, None, "holds values that are not finite")
 
 
@@ -439,7 +608,18 @@ def _check_sparse(folder: Path, parts: dict[str, np.ndarray], n_rows: int, n_col
         raise CorruptIndexError(folder / "sparse_indices.npy", None, None, f"column numbers outside 0..{n_columns - 1}")
 
 
-def _read_faiss(path: Path, n_rows: int, dim: int | None):
+def _check_postings(folder: Path, parts: dict[str, np.ndarray], n_rows: int, n_columns: int, nnz: int) -> None:
+    for part, dtype in POSTINGS.items():
+        shape = (n_columns + 1,) if part == "indptr" else (nnz,)
+        _check_array(folder / f"postings_{part}.npy", parts[part], dtype, shape)
+    indptr, rows = parts["indptr"], parts["rows"]
+    if indptr[0] != 0 or indptr[-1] != nnz or np.any(np.diff(indptr) < 0):
+        raise CorruptIndexError(folder / "postings_indptr.npy", None, None, f"column pointers do not rise from 0 to {nnz}")
+    if nnz and (int(rows.min()) < 0 or int(rows.max()) >= n_rows):
+        raise CorruptIndexError(folder / "postings_rows.npy", None, None, f"name numbers outside 0..{n_rows - 1}")
+
+
+def _read_faiss(path: Path, n_rows: int, dim: int | None, settings: dict | None):
     import faiss
 
     try:
@@ -448,4 +628,10 @@ def _read_faiss(path: Path, n_rows: int, dim: int | None):
         raise CorruptIndexError(path, None, None, f"not a readable FAISS index ({str(error).splitlines()[0]})") from None
     if index.ntotal != n_rows or index.d != dim:
         raise CorruptIndexError(path, None, None, f"holds {index.ntotal} vectors of {index.d} dimensions, not {n_rows} of {dim}")
+    # Indexes from before the settings were kept say nothing: FAISS's own search settings stay.
+    settings = settings or {}
+    kind = {faiss.IndexHNSWFlat: "hnsw", faiss.IndexIVFFlat: "ivf", faiss.IndexIVFPQFastScan: "ivfpq"}.get(type(faiss.downcast_index(index)))
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT or kind is None or kind != settings.get("kind", kind):
+        raise CorruptIndexError(path, None, None, f"a FAISS index of another kind or metric than the manifest's {settings.get('kind')} (inner product)")
+    _configure_faiss(index, settings)
     return index
