@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..search.index import file_checksums, sparse_fingerprint
+from .cluster import ray_session
 from .shards import Shard, annotate_shard, read_manifest, shard_from_json, shard_status, shard_to_json
 
 RETRIES = 3  # restarts of a dead actor, and retries of its shard
@@ -149,9 +149,6 @@ def run_batch(shards: Sequence[Shard], output_dir: str | Path, job: BatchJob, *,
     """Annotates the shards not yet done and valid on Ray; starts a local Ray (or joins `address`) unless
     one is running, and stops only one it started. `worker_class` is the actor (a `ShardWorker`);
     `on_done` is called with each shard's `{"shard", "counts"}` as it finishes."""
-    import ray
-    from ray.data import DataContext
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     report = BatchReport(list(shards))
@@ -163,35 +160,9 @@ def run_batch(shards: Sequence[Shard], output_dir: str | Path, job: BatchJob, *,
         else:
             report.redone[shard.name] = reason
             todo.append(shard)
-    started = False
     if todo:
-        if not ray.is_initialized():
-            ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
-                     logging_level=logging.WARNING, configure_logging=True)
-            started = True
-        context = DataContext.get_current()
-        saved = (context.max_errored_blocks, context.enable_progress_bars)
-        context.max_errored_blocks, context.enable_progress_bars = len(todo), progress
-        try:
-            actors = max(1, min(workers or int(ray.cluster_resources().get("CPU", 1)), len(todo)))
-            # A shard is retried `retries` times; the actor is restarted as often as all shards' tries could
-            # kill it, so that a shard that always kills its worker costs that shard only, not the ones after it.
-            remote_args = {"max_task_retries": retries, "max_restarts": (retries + 1) * len(todo)}
-            dataset = ray.data.from_items([{"shard": shard_to_json(s)} for s in todo], override_num_blocks=len(todo))
-            with warnings.catch_warnings():  # ray_remote_args_fn's deprecation: see the module's docstring
-                warnings.simplefilter("ignore", DeprecationWarning)
-                results = dataset.map_batches(worker_class, fn_constructor_kwargs={"job": job, "output_dir": str(output_dir)},
-                                              batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
-                                              ray_remote_args_fn=lambda: remote_args)
-            for row in results.iter_rows():
-                if on_done is not None:
-                    on_done(json.loads(row["summary"]))
-        except Exception as error:  # Ray's own failure; which shards it cost is found below
-            report.errors.append(f"{type(error).__name__}: {error}")
-        finally:
-            context.max_errored_blocks, context.enable_progress_bars = saved
-            if started:
-                ray.shutdown()
+        with ray_session(address, workers) as ray:
+            _run_shards(ray, todo, output_dir, job, workers, worker_class, retries, progress, on_done, report)
     for shard in shards:
         reason = None if shard.name in report.skipped else shard_status(shard, output_dir, job.fingerprint, job.output_format)
         manifest = read_manifest(shard, output_dir) if reason is None else None
@@ -200,3 +171,30 @@ def run_batch(shards: Sequence[Shard], output_dir: str | Path, job: BatchJob, *,
         else:
             report.manifests[shard.name] = manifest
     return report
+
+
+def _run_shards(ray, todo: list[Shard], output_dir: Path, job: BatchJob, workers: int | None, worker_class: type, retries: int,
+                progress: bool, on_done: Callable[[dict], None] | None, report: BatchReport) -> None:
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    saved = (context.max_errored_blocks, context.enable_progress_bars)
+    context.max_errored_blocks, context.enable_progress_bars = len(todo), progress
+    try:
+        actors = max(1, min(workers or int(ray.cluster_resources().get("CPU", 1)), len(todo)))
+        # A shard is retried `retries` times; the actor is restarted as often as all shards' tries could
+        # kill it, so that a shard that always kills its worker costs that shard only, not the ones after it.
+        remote_args = {"max_task_retries": retries, "max_restarts": (retries + 1) * len(todo)}
+        dataset = ray.data.from_items([{"shard": shard_to_json(s)} for s in todo], override_num_blocks=len(todo))
+        with warnings.catch_warnings():  # ray_remote_args_fn's deprecation: see the module's docstring
+            warnings.simplefilter("ignore", DeprecationWarning)
+            results = dataset.map_batches(worker_class, fn_constructor_kwargs={"job": job, "output_dir": str(output_dir)},
+                                          batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+                                          ray_remote_args_fn=lambda: remote_args)
+        for row in results.iter_rows():
+            if on_done is not None:
+                on_done(json.loads(row["summary"]))
+    except Exception as error:  # Ray's own failure; which shards it cost is found below
+        report.errors.append(f"{type(error).__name__}: {error}")
+    finally:
+        context.max_errored_blocks, context.enable_progress_bars = saved

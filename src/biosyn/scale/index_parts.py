@@ -16,13 +16,13 @@ process (tests start one per module) is used as it is.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
 from ..data.records import Dictionary, DictionaryEntry, Vocabulary
 from ..encoders.sparse import SparseEncoder
 from ..model.biosyn import BioSyn
 from ..search.index import IndexMismatchError, NameIndex
+from .cluster import ray_session
 
 log = logging.getLogger(__name__)
 
@@ -69,27 +69,15 @@ def build_index_in_parts(model: BioSyn, dictionary: Dictionary, vocabulary: Voca
 
 
 def _parts_on_ray(model: BioSyn, names, ids, ranges, workers: int, address: str | None, dense_dtype: str) -> list[NameIndex]:
-    try:
-        import ray
+    with ray_session(address, workers) as ray:
         from ray.util import ActorPool
-    except ImportError:
-        raise ImportError("building in parts on workers needs Ray: pip install 'biosyn[scale]' (or use --workers 0)") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
-    try:
+
         actor = ray.remote(num_cpus=1)(_PartBuilder)
         options = {"bf16": model.embed_options.bf16}
         pool = ActorPool([actor.remote(model.spec, options, model.sparse_encoder) for _ in range(workers)])
         log.info("embedding %d names in %d parts on %d Ray workers", len(names), len(ranges), workers)
         # ActorPool.map gives results in the order of its inputs: the merge order.
         return list(pool.map(lambda builder, r: builder.part.remote(names[r[0]:r[1]], ids[r[0]:r[1]], dense_dtype), ranges))
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 class _PartBuilder:
