@@ -27,3 +27,15 @@ def adamw(model, lr: float, weight_decay: float):
         {"params": [p for n, p in named if any(k in n for k in NO_DECAY)], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=lr)
+
+
+def step(loss, model, optimizer, scheduler, *, max_grad_norm: float = 1.0) -> float:
+    """One optimiser step on `loss`: back-propagate, clip the gradient norm, step, advance the schedule; the loss."""
+    import torch
+
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.item())

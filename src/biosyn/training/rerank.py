@@ -20,7 +20,7 @@ from ..data.records import Candidate
 from ..model.biosyn import BioSyn
 from ..model.rerank import CandidateText, CrossEncoderReranker
 from .loss import marginal_nll
-from .optimization import adamw, warmup_linear
+from .optimization import adamw, step as optimizer_step, warmup_linear
 from .queries import TrainingQuery
 
 
@@ -108,12 +108,7 @@ def train_reranker(reranker: CrossEncoderReranker, model: BioSyn, queries: Seque
                     labels[row, :n] = torch.tensor(item.labels, dtype=torch.float32)
                     offset += n
                 loss, _ = marginal_nll(scores, labels)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(reranker.model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+                losses.append(optimizer_step(loss, reranker.model, optimizer, scheduler))
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         epochs.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "seconds": round(time.perf_counter() - epoch_start, 1)})

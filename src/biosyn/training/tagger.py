@@ -21,7 +21,7 @@ from ..data.records import Document
 from ..ner.labels import BEGIN, IGNORE, INSIDE, OUTSIDE
 from ..ner.tagger import DiseaseTagger
 from ..ner.windows import TokenizedText, tokenize, windows
-from .optimization import adamw, warmup_linear
+from .optimization import adamw, step as optimizer_step, warmup_linear
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,7 @@ def train_tagger(tagger: DiseaseTagger, train_docs: Sequence[Document], config: 
         with tqdm(total=steps_per_epoch, unit="steps", desc=f"epoch {epoch}/{config.epochs}", disable=not progress) as bar:
             for indices in batches:
                 batch = _batch([examples[i] for i in indices], tagger.tokenizer.pad_token_id, tagger.device)
-                loss = model(**batch).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+                losses.append(optimizer_step(model(**batch).loss, model, optimizer, scheduler))
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "seconds": round(time.perf_counter() - epoch_start, 1)}
