@@ -1,6 +1,7 @@
 """Annotation throughput: raw abstracts to mentions with concept IDs, from a saved tagger, model and index.
 
     .venv/bin/python benchmarks/annotate_speed.py --tagger runs/ncbi-disease/tagger [--model sparse] [--repeat 3]
+        [--backend torch|onnx|onnx-int8] [--linker-backend ...]
 
 Reads the NCBI disease test abstracts (100, title + abstract) as raw text, builds or reuses the cached
 index of the linker first (not timed), then times, on the same abstracts: the tagger alone, the linker
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from biosyn.encoders.onnx import BACKENDS
+
 os.environ.setdefault("BIOSYN_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -27,7 +30,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tagger", help="tagger folder (default: $BIOSYN_TAGGER, else runs/ncbi-disease/tagger)")
     parser.add_argument("--model", help="linker (default: the trained model, else minilm)")
-    parser.add_argument("--int8", action="store_true", help="the tagger with dynamic int8 quantisation")
+    parser.add_argument("--int8", action="store_true", help="the tagger with torch's dynamic int8 quantisation")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="what runs the tagger (onnx and onnx-int8 need `biosyn export [--int8] TAGGER`); default torch")
+    parser.add_argument("--linker-backend", choices=BACKENDS, default="torch", help="what runs the linker's encoder; default torch")
     parser.add_argument("--repeat", type=int, default=3, help="passes over the 100 abstracts; the best pass counts")
     parser.add_argument("--output", help="write the figures here (JSON)")
     args = parser.parse_args()
@@ -41,10 +47,10 @@ def main() -> None:
     texts = [d.text for d in docs]
     benchmark = load_benchmark("ncbi-disease", "test")
     started = time.perf_counter()
-    linker = load_model(args.model)
+    linker = load_model(args.model, backend=args.linker_backend)
     attach_index(linker, benchmark.dictionary, benchmark.vocabulary, progress=False)  # cached after the first run
     linker_ready = time.perf_counter()
-    tagger = load_tagger(args.tagger, {"int8": True} if args.int8 else None)
+    tagger = load_tagger(args.tagger, {"int8": True} if args.int8 else None, backend=args.backend)
     tagger_ready = time.perf_counter()
     annotator = Annotator(tagger, linker)
     annotator.annotate(texts[:2])  # warm-up
@@ -69,6 +75,7 @@ def main() -> None:
         "end_to_end_abstracts_per_s": round(n / end_to_end_s, 1),
         "startup_s": {"linker_with_cached_index": round(linker_ready - started, 2), "tagger": round(tagger_ready - linker_ready, 2)},
         "linker": linker.spec, "tagger_options": vars(tagger.options),
+        "backends": {"tagger": args.backend, "linker": args.linker_backend},
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__},
     }
