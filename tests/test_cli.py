@@ -280,7 +280,8 @@ def test_reproduce_without_a_test_split_and_with_an_added_corpus(real_data_dir, 
     out = tmp_path / "run"
     assert main(["reproduce", "bc5cdr-disease", "--model", str(tmp_path / "bert"), "--no-pretrain", "--epochs", "1", "--max-steps", "1",
                  "--batch-size", "4", "--device", "cpu", "--add-corpus", "ncbi-disease", "--output", str(out), "--data-dir", str(data),
-                 "--vocabulary", str(tmp_path / "vocab.jsonl"), "--quiet"]) == 0
+                 "--vocabulary", str(tmp_path / "vocab.jsonl"), "--quiet",
+                 "--rerank", "--rerank-base", str(tmp_path / "bert"), "--rerank-depth", "3"]) == 0
     result = json.loads((out / "results.json").read_text())
     assert result["test"] is None and result["benchmark"] is None
     assert "CDR_TestSet" in result["test_missing"] and f"--split test --model {out / 'model'}" in result["test_missing"]
@@ -289,5 +290,9 @@ def test_reproduce_without_a_test_split_and_with_an_added_corpus(real_data_dir, 
     assert sum(per_source.values()) == result["training_queries"]["mentions"]
     card = (out / "model" / "README.md").read_text()
     assert "plus the ncbi-disease corpus's train split (Doğan et al., 2014)" in card and "CDR_TestSet" in card
+    # The reranker, trained on the saved model's own candidates for the same queries, is saved beside the model.
+    reranker = json.loads((out / "reranker" / "biosyn_reranker.json").read_text())
+    assert reranker["options"]["depth"] == 3 and reranker["trained_on"]["model"] == str(out / "model")
+    assert result["rerank"]["lists"]["queries"] == result["training_queries"]["kept"] and result["rerank"]["test"] is None
     assert main(["reproduce", "bc5cdr-disease", "--add-corpus", "bc5cdr-disease", "--data-dir", str(data)]) == 2
     assert "that is the training corpus already" in capsys.readouterr().err

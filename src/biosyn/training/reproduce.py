@@ -10,10 +10,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..data.atomic import atomic_write
+from ..model.rerank import RerankerOptions
 from .pretrain import PretrainConfig
+from .rerank import RerankTrainingConfig
 from .trainer import TrainConfig
 
 log = logging.getLogger(__name__)
+
+RERANKER_DIR = "reranker"
 
 
 @dataclass
@@ -34,6 +38,9 @@ class ReproduceConfig:
     pretrain: PretrainConfig | None = field(default_factory=PretrainConfig)  # None: no synonym pre-training
     pretrain_mentions: bool = False  # pre-training also pairs the train+dev mentions with their concepts' names
     add_corpora: list[str] = field(default_factory=list)  # other corpora's train splits added to the training data
+    rerank: RerankTrainingConfig | None = None  # then also a cross-encoder reranker over the trained model's candidates
+    rerank_options: RerankerOptions = field(default_factory=RerankerOptions)
+    rerank_base: str = "minilm"
     train: TrainConfig = field(default_factory=TrainConfig)
     progress: bool = True
 
@@ -80,12 +87,12 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
             "similarity": f"{model.similarity} (scale {model.scale})", "pretraining": pre_summary,
             **({"added_corpora": args.add_corpora} if args.add_corpora else {})}
 
-    def test_figures(folder: Path) -> dict | None:
+    def test_figures(folder: Path, reranker=None) -> dict | None:
         if benchmark is None:
             return None
         final = BioSyn.from_pretrained(folder, device=args.device)  # what was saved is what is measured
         final.build_index(benchmark.dictionary, benchmark.vocabulary, progress=args.progress)
-        return run_evaluation(final, benchmark, k=5, mode="hybrid").result.summary()
+        return run_evaluation(final.use_reranker(reranker), benchmark, k=5, mode="hybrid").result.summary()
 
     start = {k: v.detach().clone() for k, v in model.encoder.model.state_dict().items()}
     runs: list[dict] = []
@@ -112,6 +119,14 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     t = time.perf_counter()
     test = test_figures(output / MODEL_DIR)
     seconds["test"] = round(time.perf_counter() - t, 1)
+    reranked = None
+    if args.rerank is not None:
+        t = time.perf_counter()
+        reranker, reranked = _train_reranker(args, output, selection.queries, dictionary, vocab, command)
+        seconds["rerank_train"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        reranked["test"] = test_figures(output / MODEL_DIR, reranker)
+        seconds["rerank_test"] = round(time.perf_counter() - t, 1)
     seconds["total"] = round(time.perf_counter() - started, 1)
     final_config = json.loads((output / MODEL_DIR / "biosyn.json").read_text())
     if test:
@@ -124,7 +139,7 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
         "corpus": args.corpus, "command": command, "test": test, "test_missing": test_missing,
         "benchmark": benchmark.describe() if benchmark else None,
         "training_queries": selection.counts, "pretraining": pre_summary, "training": training,
-        "seeds": seeds, "runs": runs if len(seeds) > 1 else None,
+        "seeds": seeds, "runs": runs if len(seeds) > 1 else None, "rerank": reranked,
         "sparse_weight": final_config["sparse_weight"], "similarity": final_config["similarity"], "scale": final_config["scale"],
         "seconds": seconds,
         "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "device": str(device),
@@ -138,6 +153,29 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     plot_history(state.history, output / PLOT_FILE, title=f"{args.corpus}: train+dev, {figure}"
                  + (f" (soup of {len(seeds)})" if len(seeds) > 1 else ""))
     return result
+
+
+def _train_reranker(args: ReproduceConfig, output: Path, queries, dictionary, vocabulary, command: str):
+    """A reranker trained on the final model's candidates for the same training queries, saved to <output>/reranker."""
+    from ..data.atomic import atomic_dir
+    from ..model.biosyn import BioSyn
+    from ..model.presets import base_encoder_folder
+    from ..model.rerank import CrossEncoderReranker
+    from .rerank import train_reranker
+    from .rerank_card import write_reranker_card
+    from .trainer import MODEL_DIR
+
+    assert args.rerank is not None
+    final = BioSyn.from_pretrained(output / MODEL_DIR, device=args.device)
+    final.build_index(dictionary, vocabulary, progress=args.progress)
+    reranker = CrossEncoderReranker.from_base(base_encoder_folder(args.rerank_base), args.rerank_options, seed=args.train.seed)
+    record = train_reranker(reranker, final, queries, args.rerank, progress=args.progress)
+    record.update(command=command, model=str(output / MODEL_DIR), base=args.rerank_base, corpus=args.corpus,
+                  splits=["train", "dev"], added_corpora=args.add_corpora)
+    with atomic_dir(output / RERANKER_DIR) as folder:
+        reranker.save_pretrained(folder, trained_on=record)
+        write_reranker_card(folder, record)
+    return CrossEncoderReranker.from_pretrained(output / RERANKER_DIR), record
 
 
 def _test_benchmark(args: ReproduceConfig, output: Path, preprocessor):
