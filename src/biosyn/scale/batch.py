@@ -189,7 +189,10 @@ def _run_shards(ray, todo: list[Shard], output_dir: Path, job: BatchJob, workers
         with warnings.catch_warnings():  # ray_remote_args_fn's deprecation: see the module's docstring
             warnings.simplefilter("ignore", DeprecationWarning)
             results = dataset.map_batches(worker_class, fn_constructor_kwargs={"job": job, "output_dir": str(output_dir)},
-                                          batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+                                          batch_size=1, num_cpus=1,
+                                          # One shard in flight an actor: a shard queued behind one that kills its
+                                          # worker would otherwise die with it and spend its own retries.
+                                          compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
                                           ray_remote_args_fn=lambda: remote_args)
         for row in results.iter_rows():
             if on_done is not None:
