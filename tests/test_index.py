@@ -74,8 +74,10 @@ STRUCTURAL = {
     "dense rows cut": ("dense.npy", _npy("dense.npy", lambda a: a[:-1])),
     "dense of 2 dims more": ("dense.npy", _npy("dense.npy", lambda a: np.pad(a, ((0, 0), (0, 2))))),
     "truncated array": ("sparse_data.npy", _truncate("sparse_data.npy")),
-    "garbage dictionary line": ("dictionary.jsonl:2", _rewrite("dictionary.jsonl", '["a", ["D1"]]\n{"not": "an entry"}\n')),
-    "concepts not JSON": ("concepts.jsonl:1", _rewrite("concepts.jsonl", "{oops\n")),
+    "names not names": ("names.json: expected a JSON array of names", _rewrite("names.json", '["a", ["D1"]]')),
+    "a name too few": ("names.json: holds", _rewrite("names.json", '["a"]')),
+    "name concept out of range": ("name_concepts_indices.npy", _npy("name_concepts_indices.npy", _column_out_of_range)),
+    "concepts not JSON": ("concepts.json: not JSON", _rewrite("concepts.json", "{oops\n")),
     "sparse encoder config": ("sparse_encoder.json", _rewrite("sparse_encoder/sparse_encoder.json", "[]")),
 }
 
@@ -108,7 +110,7 @@ def test_manifest_damage_and_old_versions(saved):
     with pytest.raises(CorruptIndexError, match=r"manifest.json: checksums: file name '../x' outside the index"):
         NameIndex.load(folder)
     (folder / MANIFEST).write_text(json.dumps({**manifest, "version": 1}))
-    with pytest.raises(IndexMismatchError, match="version 1, not 2; rebuild it"):
+    with pytest.raises(IndexMismatchError, match="version 1, not 3; rebuild it"):
         NameIndex.load(folder)
     (folder / MANIFEST).write_text("{\"format\": \"biosyn.ind")
     with pytest.raises(CorruptIndexError, match=r"manifest.json: not a JSON manifest"):
@@ -121,7 +123,8 @@ def test_a_sound_index_loads_and_answers_as_before(saved):
     model.use_index(NameIndex.load(folder))
     assert model.rank(["breast tumour"], k=3) == before
     assert set(json.loads((folder / MANIFEST).read_text())["checksums"]) == {
-        "concepts.jsonl", "dense.npy", "dictionary.jsonl", "sparse_data.npy", "sparse_indices.npy", "sparse_indptr.npy",
+        "concept_ids.json", "concepts.json", "dense.npy", "name_concepts_indices.npy", "name_concepts_indptr.npy", "names.json",
+        "sparse_data.npy", "sparse_indices.npy", "sparse_indptr.npy",
         "sparse_encoder/sparse_encoder.json", "sparse_encoder/sparse_encoder_idf.npy"}
 
 
@@ -162,3 +165,24 @@ def test_a_damaged_explicit_index_is_a_one_line_error(tmp_path, capsys):
     assert main(["normalize", "--model", "sparse", "--index", str(tmp_path / "idx"), "wilson"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"biosyn: error: {tmp_path / 'idx' / 'sparse_indptr.npy'}: content does not match")
+
+
+def test_a_damaged_concept_record_is_named_when_it_is_read(saved):
+    folder, _ = saved
+    records = json.loads((folder / "concepts.json").read_text())
+    damaged, sound = list(records)[:2]
+    records[damaged] = ["a name without alternative IDs or synonyms"]
+    (folder / "concepts.json").write_text(json.dumps(records))
+    index = NameIndex.load(folder, verify=False)  # records are checked when read, not all at start-up
+    assert index.concept(sound).id == sound and len(index.concepts) == len(records)
+    with pytest.raises(CorruptIndexError, match=f"concepts.json: {damaged}: expected \\[name, "):
+        index.concept(damaged)
+
+
+def test_each_names_concept_ids_survive_the_round_trip(saved):
+    folder, model = saved
+    loaded = NameIndex.load(folder)
+    assert list(loaded.ids) == [tuple(ids) for ids in model.index.ids] and loaded.names == list(model.index.names)
+    assert loaded.ids[-1] == tuple(model.index.ids[-1])
+    with pytest.raises(IndexError):
+        loaded.ids[len(loaded.ids)]

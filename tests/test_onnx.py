@@ -67,6 +67,22 @@ def test_export_round_trip_gives_torchs_vectors_and_fingerprint(tmp_path, poolin
     assert [[c.name for c in r] for r in onnx_model.rank(NAMES[:5], k=3)] == want_ranked
 
 
+def test_the_optimised_graph_is_kept_reused_and_rebuilt_when_damaged(tmp_path, caplog):
+    _, folder = exported(tmp_path)
+    first = OnnxEncoder(folder).embed(NAMES)
+    (kept,) = folder.glob("model.ort-*.onnx")  # the first session optimised the graph and kept it
+    stamp = kept.stat().st_mtime_ns
+    np.testing.assert_array_equal(OnnxEncoder(folder).embed(NAMES), first)
+    assert kept.stat().st_mtime_ns == stamp  # read, not made again
+    kept.write_bytes(b"not a graph")
+    with caplog.at_level(logging.WARNING):
+        np.testing.assert_array_equal(OnnxEncoder(folder).embed(NAMES), first)
+    assert "not used" in caplog.text and kept.stat().st_size > 100
+    os.utime(folder / "model.onnx")  # a new export: the graph kept for the old one is replaced
+    OnnxEncoder(folder)
+    assert [p.name for p in folder.glob("model.ort-*.onnx")] != [kept.name] and len(list(folder.glob("model.ort-*.onnx"))) == 1
+
+
 def test_a_stale_export_is_refused_and_passed_over_by_default(tmp_path, caplog):
     _, folder = exported(tmp_path)
     other = saved_model(tmp_path / "other", seed=1)
