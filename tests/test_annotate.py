@@ -237,3 +237,22 @@ def test_min_score_drops_weakly_linked_found_spans_but_never_given_ones(index_di
     [kept] = Annotator(None, linker, min_score=0.7).annotate_documents([given])
     assert [(m.start, m.end, m.ids) for m in kept.mentions] == [(30, 47, ("D009369",))]
     assert loading.default_min_score(linker) is None and loading.default_min_score(linker, 0.5) == 0.5
+
+
+def test_tagger_evaluate_sweeps_link_score_thresholds_from_one_pass(real_data_dir, tmp_path, monkeypatch, capsys):
+    """`biosyn tagger evaluate --min-score-sweep` on NCBI dev, a fake tagger and the sparse linker: each
+    threshold's scores are those of a run with that --min-score, and one past the highest score keeps nothing."""
+    import types
+
+    fake = FakeTagger(names=("cancer", "breast cancer", "tumour", "tumor", "disease", "deficiency", "syndrome"))
+    fake.spec, fake.options = "fake", types.SimpleNamespace()
+    monkeypatch.setattr(loading, "load_tagger", lambda spec=None, options=None, backend=None: fake)
+    run = ["tagger", "evaluate", "--split", "dev", "--model", "sparse", "--data-dir", str(real_data_dir), "--quiet"]
+    assert main([*run, "--min-score-sweep", "1.01,0.9", "--output", str(tmp_path / "sweep.json")]) == 0
+    sweep = json.loads((tmp_path / "sweep.json").read_text())["min_score_sweep"]
+    assert list(sweep) == ["None", "0.9", "1.01"] and "min score   0.9: NER F1" in capsys.readouterr().out
+    assert sweep["1.01"]["ner"]["tp"] == sweep["1.01"]["ner"]["fp"] == 0  # sparse scores reach 1.0 at most
+    assert 0 < sweep["0.9"]["ner"]["fp"] < sweep["None"]["ner"]["fp"]
+    assert main([*run, "--min-score", "0.9", "--output", str(tmp_path / "once.json")]) == 0
+    once = json.loads((tmp_path / "once.json").read_text())
+    assert once["min_score"] == 0.9 and {"ner": once["ner"], **once["joint"]} == sweep["0.9"]

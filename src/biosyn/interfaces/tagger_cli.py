@@ -64,10 +64,20 @@ def add_parsers(sub) -> None:
     ev.add_argument("--output", help="write the figures here (JSON)")
     ev.add_argument("--model", help="linker (as for `biosyn evaluate`; default: the trained model, else minilm)")
     ev.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
+    ev.add_argument("--min-score-sweep", type=_scores, metavar="T1,T2,...",
+                    help="also score the found spans at each of these link-score thresholds, from the same tagging and "
+                         "linking (to choose --min-score for a linker on dev)")
     ev.add_argument("--mode", choices=MODES, help="the linker's scoring (default: hybrid when it has an encoder)")
     ev.add_argument("--bf16", action="store_true", help="bf16 autocast for the linker's embedding (torch backend)")
     ev.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     _common(ev)
+
+
+def _scores(text: str) -> list[float]:
+    try:
+        return sorted({float(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -150,7 +160,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from ..data.atomic import write_json
     from ..data.pubtator import read_pubtator, write_pubtator
-    from ..evaluation.annotation import document_concept_scores, mention_concept_scores, span_scores
+    from ..evaluation.annotation import mention_concept_scores, span_scores
     from ..evaluation.protocol import load_benchmark
 
     gold = read_split(args.corpus, args.split, args.data_dir)
@@ -162,7 +172,7 @@ def cmd_evaluate(args) -> int:
         found = read_pubtator(args.from_predictions)
         report["predictions"] = str(args.from_predictions)
     else:
-        from ..annotation.annotator import Annotator
+        from ..annotation.annotator import Annotator, confident, linked_document
         from .loading import attach_index, default_min_score, load_model, load_tagger
 
         tagger = load_tagger(args.tagger, tagger_overrides(args), backend=args.backend)
@@ -175,9 +185,14 @@ def cmd_evaluate(args) -> int:
             assert benchmark is not None  # read unless --ner-only
             linker = load_model(args.model, bf16=args.bf16, backend=args.backend)
             attach_index(linker, benchmark.dictionary, benchmark.vocabulary, progress=not args.quiet)
-            annotator = Annotator(tagger, linker, mode=args.mode, min_score=default_min_score(linker, args.min_score))
-            report["min_score"] = annotator.min_score
-            found = annotator.annotate_documents(blank, find=True)
+            min_score = default_min_score(linker, args.min_score)
+            annotator = Annotator(tagger, linker, mode=args.mode)  # every found span; thresholds below
+            linked = annotator.annotate_spans([d.text for d in blank], [None] * len(blank))
+            at = lambda threshold: [linked_document(d, confident(ms, threshold)) for d, ms in zip(blank, linked)]  # noqa: E731
+            report["min_score"] = min_score
+            found = at(min_score)
+            if args.min_score_sweep:
+                report["min_score_sweep"] = {str(t): _joint_scores(gold, at(t), resolve) for t in [None, *args.min_score_sweep]}
             report["seconds"].update(tagger=round(annotator.timings.tagger, 2), linker=round(annotator.timings.linker, 2))
             gold_linked = Annotator(None, linker, mode=args.mode).annotate_documents(gold, find=False)
             report["gold_spans"] = {"mention": mention_concept_scores(gold, gold_linked, resolve).as_dict()}
@@ -186,8 +201,7 @@ def cmd_evaluate(args) -> int:
     report["ner"] = span_scores(gold, found).as_dict()
     report["ner_recall_by_type"] = _recall_by_type(gold, found)
     if not args.ner_only:
-        report["joint"] = {"mention": mention_concept_scores(gold, found, resolve).as_dict(),
-                           "document": document_concept_scores(gold, found, resolve).as_dict()}
+        report["joint"] = {key: value for key, value in _joint_scores(gold, found, resolve).items() if key != "ner"}
     _print(report)
     if args.predictions:
         write_pubtator(found, args.predictions)
@@ -196,6 +210,13 @@ def cmd_evaluate(args) -> int:
         write_json(args.output, report)
         print(f"figures: {args.output}")
     return 0
+
+
+def _joint_scores(gold, found, resolve) -> dict:
+    from ..evaluation.annotation import document_concept_scores, mention_concept_scores, span_scores
+
+    return {"ner": span_scores(gold, found).as_dict(), "mention": mention_concept_scores(gold, found, resolve).as_dict(),
+            "document": document_concept_scores(gold, found, resolve).as_dict()}
 
 
 def _recall_by_type(gold, found) -> dict:
@@ -220,6 +241,9 @@ def _print(report: dict) -> None:
         print(row("NER+NEN, document concepts", report["joint"]["document"]))
     if "gold_spans" in report:
         print(row("NEN on gold spans, mention", report["gold_spans"]["mention"]))
+    for threshold, scores in report.get("min_score_sweep", {}).items():
+        print(f"  min score {threshold:>5}: NER F1 {scores['ner']['f1']:.2f}, mention F1 {scores['mention']['f1']:.2f}, "
+              f"document P/R/F1 {scores['document']['precision']:.2f} / {scores['document']['recall']:.2f} / {scores['document']['f1']:.2f}")
     print("  NER recall by type: " + ", ".join(f"{t} {v['recall']:.2f} (n={v['mentions']})" for t, v in report["ner_recall_by_type"].items()))
     if report["seconds"]:
         print("  seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
