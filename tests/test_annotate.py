@@ -256,3 +256,19 @@ def test_tagger_evaluate_sweeps_link_score_thresholds_from_one_pass(real_data_di
     assert main([*run, "--min-score", "0.9", "--output", str(tmp_path / "once.json")]) == 0
     once = json.loads((tmp_path / "once.json").read_text())
     assert once["min_score"] == 0.9 and {"ner": once["ner"], **once["joint"]} == sweep["0.9"]
+
+
+def test_the_default_link_threshold_is_a_share_of_a_cosine_linkers_top_score(tmp_path):
+    from biosyn.encoders.dense import DenseEncoder
+    from biosyn.model.presets import MIN_LINK_SHARE
+    from tiny import tiny_bert
+
+    bert, tokenizer = tiny_bert(tmp_path / "bert")
+    vocab = tiny_vocabulary()
+    # The packaged MiniLM's settings give its dev-chosen 1.0; a trained linker's scale gives the same share of its top.
+    for similarity, scale, weight, want in [("cosine", 1.0, 0.2, 1.0), ("cosine", 20.0, 0.8, round(MIN_LINK_SHARE * 20.8, 4)),
+                                            ("dot", 1.0, 0.2, None)]:
+        linker = BioSyn(DenseEncoder(bert, tokenizer), similarity=similarity, scale=scale, sparse_weight=weight)
+        linker.build_index(build_dictionary(vocab), vocab)
+        assert loading.default_min_score(linker) == want
+        assert loading.default_min_score(linker, mode="dense") is None and loading.default_min_score(linker, 3.0) == 3.0

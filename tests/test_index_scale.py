@@ -27,7 +27,12 @@ def tiny_model(tmp_path, **kwargs):
 
 
 def folder_bytes(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes; the manifest's record of this copy's file times left out."""
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    manifest = json.loads(files["manifest.json"])
+    assert set(manifest.pop("file_stats")) == set(manifest["checksums"])
+    files["manifest.json"] = json.dumps(manifest).encode()
+    return files
 
 
 def random_index(n=1000, d=32, seed=0):

@@ -69,7 +69,7 @@ def cmd_batch(args) -> int:
                          data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16)
     assert linker.index is not None
     index = linker.index.path or linker.index.save(Path(args.output) / ".batch-index")  # the cache could not be written
-    job = BatchJob.create(linker, index, tagger, mode=args.mode, min_score=default_min_score(linker, args.min_score),
+    job = BatchJob.create(linker, index, tagger, mode=args.mode, min_score=default_min_score(linker, args.min_score, args.mode),
                           input_format=args.input_format, output_format=args.format, batch_size=args.batch_size,
                           trust_pickle=args.trust_pickle, bf16=args.bf16)
     def done(shard: dict) -> None:

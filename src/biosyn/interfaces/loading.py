@@ -27,7 +27,7 @@ from ..data.records import Dictionary, Vocabulary
 from ..encoders.onnx import Backend
 from ..encoders.sparse import SparseEncoder
 from ..model.biosyn import BioSyn, vocabulary_fingerprint
-from ..model.presets import MINILM_MIN_LINK_SCORE
+from ..model.presets import MIN_LINK_SHARE
 from ..model.specs import load_model
 from ..search.index import IndexMismatchError, NameIndex, fingerprint_dictionary, sparse_fingerprint
 
@@ -193,13 +193,17 @@ def attach_cached_index(model: BioSyn, vocabulary: str, mentions: str | None, da
     return index
 
 
-MIN_SCORE_HELP = ("keep a found span only when its link score reaches this (the linker's scale; default: 1.0 for the "
-                  "packaged MiniLM, chosen on NCBI dev; none for other linkers)")
+MIN_SCORE_HELP = ("keep a found span only when its link score reaches this (the linker's scale; default: "
+                  f"{MIN_LINK_SHARE:.3f} of the highest score a hybrid cosine linker gives, i.e. 1.0 for the packaged MiniLM, "
+                  "chosen on NCBI dev; none for other linkers)")
 
 
-def default_min_score(linker: BioSyn, given: float | None = None) -> float | None:
-    """The link score a found span needs: `given`, else the packaged MiniLM's dev-chosen threshold,
-    else none (other linkers score on other scales)."""
+def default_min_score(linker: BioSyn, given: float | None = None, mode: str | None = None) -> float | None:
+    """The link score a found span needs: `given`, else MIN_LINK_SHARE of the highest score the linker
+    gives in hybrid mode with cosine similarity (the case chosen on dev), else none."""
     if given is not None:
         return given
-    return MINILM_MIN_LINK_SCORE if linker.spec == "minilm" else None
+    top = linker.scorer.max_hybrid(linker.sparse_weight)
+    if top is None or (mode or linker.default_mode) != "hybrid":
+        return None
+    return round(MIN_LINK_SHARE * top, 4)

@@ -57,7 +57,7 @@ class BiosynComponent:
             linker = load_linker(c["model"], index=c["index"], vocabulary=c["vocabulary"], add_mentions=c["add_mentions"],
                                  data_dir=c["data_dir"])
             self._annotator = Annotator(load_tagger(c["tagger"]), linker, mode=c["mode"],
-                                        min_score=default_min_score(linker, c["min_score"]))
+                                        min_score=default_min_score(linker, c["min_score"], c["mode"]))
         return self._annotator
 
     def __call__(self, doc: Doc) -> Doc:

@@ -185,7 +185,7 @@ def cmd_evaluate(args) -> int:
             assert benchmark is not None  # read unless --ner-only
             linker = load_model(args.model, bf16=args.bf16, backend=args.backend)
             attach_index(linker, benchmark.dictionary, benchmark.vocabulary, progress=not args.quiet)
-            min_score = default_min_score(linker, args.min_score)
+            min_score = default_min_score(linker, args.min_score, args.mode)
             annotator = Annotator(tagger, linker, mode=args.mode)  # every found span; thresholds below
             linked = annotator.annotate_spans([d.text for d in blank], [None] * len(blank))
             at = lambda threshold: [linked_document(d, confident(ms, threshold)) for d, ms in zip(blank, linked)]  # noqa: E731

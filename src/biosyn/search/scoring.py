@@ -72,6 +72,11 @@ class Scorer:
         object.__setattr__(self, "similarity", Similarity(self.similarity))
         object.__setattr__(self, "scale", float(self.scale))
 
+    def max_hybrid(self, sparse_weight: float) -> float | None:
+        """The highest hybrid score a name can get (one equal to the query): `scale + sparse_weight` for
+        cosine; none for dot, whose scores are unbounded."""
+        return self.scale + max(float(sparse_weight), 0.0) if self.similarity is Similarity.COSINE else None
+
     # -- NumPy: serving --------------------------------------------------------------------
 
     def vectors(self, vectors, *, queries: bool = False) -> np.ndarray:
