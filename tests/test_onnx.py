@@ -79,7 +79,7 @@ def test_the_optimised_graph_is_kept_reused_and_rebuilt_when_damaged(tmp_path, c
         np.testing.assert_array_equal(OnnxEncoder(folder).embed(NAMES), first)
     assert "not used" in caplog.text and kept.stat().st_size > 100
     os.utime(folder / "model.onnx")  # a new export: the graph kept for the old one is replaced
-    OnnxEncoder(folder)
+    assert OnnxEncoder(folder).session is not None  # the session is made in a thread; this waits for it
     assert [p.name for p in folder.glob("model.ort-*.onnx")] != [kept.name] and len(list(folder.glob("model.ort-*.onnx"))) == 1
 
 

@@ -15,6 +15,7 @@ size and time are compared first (no read), the checksum only when they differ.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import importlib.util
@@ -34,6 +35,7 @@ from ..data.atomic import atomic_write
 from ..data.locate import cache_root
 
 log = logging.getLogger(__name__)
+_SESSIONS = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="biosyn-onnx-session")
 
 
 class Backend(StrEnum):
@@ -176,9 +178,18 @@ class OnnxEncoder:
         self.hidden_size: int = int(info["hidden_size"])
         self.name_or_path: str = info.get("source", str(where))
         self.backend = Backend.ONNX_INT8 if int8 else Backend.ONNX
-        self.session = inference_session(where / ONNX_FILES[self.backend], threads)
-        self.inputs = {i.name for i in self.session.get_inputs()}
+        # onnxruntime builds the session without the GIL: in a thread, it overlaps with what the caller
+        # loads next (a CLI call's index: 0.1-0.2 s of its start-up). Its errors come with the first use.
+        self._session = _SESSIONS.submit(inference_session, where / ONNX_FILES[self.backend], threads)
         self.tokenizer = load_tokenizer(where, info)
+
+    @property
+    def session(self) -> Any:
+        return self._session.result()
+
+    @property
+    def inputs(self) -> set[str]:
+        return {i.name for i in self.session.get_inputs()}
 
     def fingerprint(self, similarity: str) -> str:
         """The model fingerprint of the weights it was exported from, for the configuration it was exported with."""
@@ -199,11 +210,12 @@ class OnnxEncoder:
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         # Length-sorted batches need little padding; writing rows back by index restores the order.
         order = np.argsort(lengths, kind="stable")
+        session, inputs = self.session, self.inputs
         with _progress_bar(len(texts), progress) as bar:
             for start in range(0, len(texts), batch_size):
                 idx = order[start:start + batch_size]
                 feed = _pad([encodings[i] for i in idx], int(lengths[idx].max()))
-                hidden = self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
+                hidden = session.run(None, {k: v for k, v in feed.items() if k in inputs})[0]
                 out[idx] = pool(hidden, feed["attention_mask"], self.pooling)
                 bar.update(len(idx))
         return out

@@ -76,7 +76,7 @@ def sparse_topk(query: sp.spmatrix, dictionary: sp.spmatrix, k: int, batch_size:
         # scipy's CSR x dense product streams the dictionary once per batch and
         # releases the GIL, so dictionary row ranges can be scored in parallel.
         dense_t = batch.toarray().T
-        return lambda a, b: d[a:b] @ dense_t
+        return lambda a, b: csr_rows(d, a, b) @ dense_t
 
     return batched_topk(q, d.shape[0], k, batch_size, n_threads, scorer)
 
@@ -99,6 +99,14 @@ def sparse_scores(query: sp.spmatrix, dictionary: sp.spmatrix, candidate_indices
             -1, n_cand
         )
     return out
+
+
+def csr_rows(matrix: sp.csr_matrix, a: int, b: int) -> sp.csr_matrix:
+    """Rows [a, b) of a CSR matrix as views of its arrays: scipy's `matrix[a:b]` copies them (7 ms of a
+    one-query search of the 73k-name MEDIC index, for each of its two row ranges)."""
+    ptr = matrix.indptr
+    return sp.csr_matrix((matrix.data[ptr[a] : ptr[b]], matrix.indices[ptr[a] : ptr[b]], ptr[a : b + 1] - ptr[a]),
+                         shape=(b - a, matrix.shape[1]), copy=False)
 
 
 def as_csr32(matrix: sp.spmatrix) -> sp.csr_matrix:

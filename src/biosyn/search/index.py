@@ -42,7 +42,7 @@ from ..data.atomic import atomic_dir, atomic_write
 from ..data.errors import FormatError
 from ..data.records import Concept, Dictionary
 from ..encoders.sparse import SparseEncoder
-from .exact import as_csr32, batched_topk, sparse_scores
+from .exact import as_csr32, batched_topk, csr_rows, sparse_scores
 from .scoring import check_mode, hybrid
 
 FORMAT = "biosyn.index"
@@ -471,9 +471,9 @@ class NameIndex:
 
             def score(a, b):
                 if mode == "sparse":
-                    return sparse[a:b] @ s_t
+                    return csr_rows(sparse, a, b) @ s_t
                 out = np.asarray(matrix[a:b], dtype=np.float32) @ d_q.T
-                return hybrid(out, sparse[a:b] @ s_t, weight) if mode == "hybrid" else out
+                return hybrid(out, csr_rows(sparse, a, b) @ s_t, weight) if mode == "hybrid" else out
 
             return score
 
