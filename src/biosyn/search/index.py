@@ -12,9 +12,9 @@ interrupted build never leaves a half index that loads.
 
 The manifest holds the SHA-256 of every other file, and its size and modification time. Loading
 checks them (`verify=True`, the default): a file whose size and time are unchanged since saving is
-taken as written, any other is hashed. Always checked are the
-arrays' dtypes, shapes, the monotone `indptr` and the column bounds, so a damaged file is a
-`CorruptIndexError` naming it, never a crash or silently wrong scores.
+taken as written, any other is hashed. The arrays' dtypes, shapes, monotone `indptr` and column
+bounds are always checked, so a damaged file is a `CorruptIndexError` naming it, never a crash or
+silently wrong scores.
 
 Million-name vocabularies (docs/index.md): dense rows may be stored as float16 (half the disk
 and page cache; scores are computed in float32), the FAISS part may be IVF-PQ (a few dozen
