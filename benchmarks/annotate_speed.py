@@ -1,7 +1,7 @@
 """Annotation throughput: raw abstracts to mentions with concept IDs, from a saved tagger, model and index.
 
     .venv/bin/python benchmarks/annotate_speed.py --tagger runs/ncbi-disease/tagger [--model sparse] [--repeat 3]
-        [--backend torch|onnx|onnx-int8] [--linker-backend ...]
+        [--backend torch|onnx|onnx-int8] [--linker-backend ...] [--overlap N]
 
 Reads the NCBI disease test abstracts (100, title + abstract) as raw text, builds or reuses the cached
 index of the linker first (not timed), then times, on the same abstracts: the tagger alone, the linker
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="what runs the tagger (onnx and onnx-int8 need `biosyn export [--int8] TAGGER`); default torch")
     parser.add_argument("--linker-backend", choices=BACKENDS, default="torch", help="what runs the linker's encoder; default torch")
+    parser.add_argument("--overlap", type=int, help="tokens shared by neighbouring tagger windows (default: as the tagger was saved)")
     parser.add_argument("--repeat", type=int, default=3, help="passes over the 100 abstracts; the best pass counts")
     parser.add_argument("--output", help="write the figures here (JSON)")
     args = parser.parse_args()
@@ -50,7 +51,10 @@ def main() -> None:
     linker = load_model(args.model, backend=args.linker_backend)
     attach_index(linker, benchmark.dictionary, benchmark.vocabulary, progress=False)  # cached after the first run
     linker_ready = time.perf_counter()
-    tagger = load_tagger(args.tagger, {"int8": True} if args.int8 else None, backend=args.backend)
+    options = {"int8": True} if args.int8 else {}
+    if args.overlap is not None:
+        options["overlap"] = args.overlap
+    tagger = load_tagger(args.tagger, options or None, backend=args.backend)
     tagger_ready = time.perf_counter()
     annotator = Annotator(tagger, linker)
     annotator.annotate(texts[:2])  # warm-up

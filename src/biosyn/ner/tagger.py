@@ -55,7 +55,7 @@ class TaggerOptions:
     """How raw text is read and decoded; saved with the tagger."""
 
     max_length: int = 128  # tokens per window, [CLS] and [SEP] included
-    overlap: int = 32  # tokens shared by neighbouring windows
+    overlap: int = 8  # tokens shared by neighbouring windows at inference (chosen on NCBI dev: docs/tagger.md)
     batch_size: int = 32  # windows per forward pass
     propagate: bool = False  # a string tagged once is tagged wherever it recurs in the document
     abbreviations: bool = False  # Ab3P pairs agree: tagged long form -> short forms tagged, untagged -> untagged
