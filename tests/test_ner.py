@@ -146,3 +146,15 @@ def test_lexicon_learns_annotation_ratios_and_adds_only_where_nothing_was_found(
     assert [(m.start, m.end, m.text) for m in found] == [(18, 20, "DM"), (29, 42, "BREAST CANCER")]
     lexicon.save(tmp_path)
     assert Lexicon.load(tmp_path).ratios == lexicon.ratios and Lexicon.load(tmp_path / "none") is None
+
+
+def test_a_tagger_on_the_first_layers_of_its_base(tmp_path):
+    """`biosyn tagger train --layers N`: the base's first N layers, their weights as the base has them."""
+    from biosyn.ner.tagger import TaggerOptions
+
+    full = tiny_tagger(tmp_path / "base")  # 2 layers, saved as a transformers folder
+    one = DiseaseTagger.from_base(tmp_path / "base", TaggerOptions(max_length=32), layers=1)
+    assert one.model.config.num_hidden_layers == 1 and len(one.model.bert.encoder.layer) == 1
+    assert torch.equal(one.model.bert.encoder.layer[0].output.dense.weight, full.model.bert.encoder.layer[0].output.dense.weight)
+    with pytest.raises(ValueError, match="--layers 3: the base encoder has 2 layers"):
+        DiseaseTagger.from_base(tmp_path / "base", TaggerOptions(max_length=32), layers=3)

@@ -98,15 +98,19 @@ class DiseaseTagger:
 
     @classmethod
     def from_base(cls, name_or_path: str | os.PathLike, options: TaggerOptions | None = None,
-                  device: str | None = None) -> "DiseaseTagger":
-        """A fresh (untrained) tagger head on a base encoder."""
+                  device: str | None = None, layers: int | None = None) -> "DiseaseTagger":
+        """A fresh (untrained) tagger head on a base encoder; `layers` keeps only its first N layers."""
         import torch
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
         from ..encoders.dense import default_device
 
-        model = AutoModelForTokenClassification.from_pretrained(
-            str(name_or_path), num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID, dtype=torch.float32)
+        config = AutoConfig.from_pretrained(str(name_or_path), num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID)
+        if layers is not None:
+            if not 1 <= layers <= config.num_hidden_layers:
+                raise ValueError(f"--layers {layers}: the base encoder has {config.num_hidden_layers} layers")
+            config.num_hidden_layers = layers
+        model = AutoModelForTokenClassification.from_pretrained(str(name_or_path), config=config, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
         model.to(default_device(device))
         return cls(model, tokenizer, options)
