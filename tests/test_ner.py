@@ -158,3 +158,29 @@ def test_a_tagger_on_the_first_layers_of_its_base(tmp_path):
     assert torch.equal(one.model.bert.encoder.layer[0].output.dense.weight, full.model.bert.encoder.layer[0].output.dense.weight)
     with pytest.raises(ValueError, match="--layers 3: the base encoder has 2 layers"):
         DiseaseTagger.from_base(tmp_path / "base", TaggerOptions(max_length=32), layers=3)
+
+
+def test_distillation_loss_is_cross_entropy_or_kl_at_its_ends():
+    from biosyn.training.tagger import distillation_loss
+
+    student = torch.tensor([[[2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [5.0, 5.0, 5.0]]])
+    teacher = torch.tensor([[[0.0, 3.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 9.0]]])
+    labels = torch.tensor([[OUTSIDE, BEGIN, -100]])  # the last token is not labelled: never counted
+    gold = torch.nn.functional.cross_entropy(student[0, :2], labels[0, :2])
+    assert torch.isclose(distillation_loss(student, teacher, labels, 0.0, 2.0), gold)
+    assert torch.isclose(distillation_loss(student, student, labels, 1.0, 2.0), torch.tensor(0.0), atol=1e-6)
+    assert distillation_loss(student, teacher, labels, 1.0, 2.0) > 0.1
+
+
+def test_a_student_learns_its_teachers_tags(tmp_path):
+    """Distilled with no weight on the gold labels (which are left empty), a student comes to tag as its teacher."""
+    teacher = tiny_tagger(tmp_path / "teacher", propagate=False)
+    docs = [Document(str(i), f"the {w} of {v} was zika in {v} {w}", "", [Mention(4 + len(w) + 4 + len(v) + 5, 4 + len(w) + 4 + len(v) + 9, "zika", "Disease")])
+            for i, (w, v) in enumerate([("case", "mice"), ("rate", "dogs"), ("sign", "rats"), ("risk", "men")] * 4)]
+    train_tagger(teacher, docs, TaggerTrainingConfig(epochs=15, lr=3e-3, batch_size=4, warmup=0.0), progress=False)
+    assert [m.text for m in teacher.tag(["in rats it was zika of dogs"])[0]] == ["zika"]
+    student = tiny_tagger(tmp_path / "student", seed=1, propagate=False)
+    unlabelled = [Document(d.pmid, d.title, "", []) for d in docs]
+    record = train_tagger(student, unlabelled, TaggerTrainingConfig(epochs=15, lr=3e-3, batch_size=4, warmup=0.0, distill=1.0),
+                          progress=False, teacher=teacher)
+    assert record["teacher"] and [m.text for m in student.tag(["in rats it was zika of dogs"])[0]] == ["zika"]

@@ -34,6 +34,9 @@ def add_parsers(sub) -> None:
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--layers", type=int, help="keep only the base encoder's first N layers (faster to train and run, "
                                                   "less accurate; default: all)")
+    train.add_argument("--teacher", help="a trained tagger folder with the same tokenizer whose tag distributions are "
+                                         "distilled into the new tagger (e.g. a 6-layer one into --layers 3)")
+    train.add_argument("--distill", type=float, default=0.5, help="with --teacher: weight of its soft labels (default 0.5)")
     train.add_argument("--warmup", type=float, default=0.1, help="share of steps spent warming up (then linear decay)")
     train.add_argument("--max-length", type=int, default=128, help="tokens per window (default 128)")
     train.add_argument("--overlap", type=int, default=16, help="tokens shared by neighbouring training windows (default 16)")
@@ -144,9 +147,17 @@ def cmd_train(args) -> int:
         assert dev is not None  # only called with a dev split
         return span_scores(dev, tagged_documents(t, dev)).f1
 
-    config = TaggerTrainingConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup=args.warmup, seed=args.seed)
+    config = TaggerTrainingConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup=args.warmup, seed=args.seed,
+                                  distill=args.distill)
+    teacher = None
+    if args.teacher:
+        teacher = DiseaseTagger.from_pretrained(args.teacher, device=args.device)
+        if teacher.tokenizer.get_vocab() != tagger.tokenizer.get_vocab():
+            raise ValueError(f"--teacher {args.teacher}: its tokenizer differs from the base encoder's; distilling needs the same")
+        teacher.spec = args.teacher
     print(f"training on {len(train_docs)} documents ({', '.join(f'{k} {v}' for k, v in sources.items())})", file=sys.stderr)
-    record = train_tagger(tagger, train_docs, config, evaluate=None if dev is None else dev_f1, progress=not args.quiet)
+    record = train_tagger(tagger, train_docs, config, evaluate=None if dev is None else dev_f1, progress=not args.quiet,
+                          teacher=teacher)
     tagger.options.overlap = inference_overlap
     tagger.lexicon = Lexicon.learn(train_docs)
     results = {}

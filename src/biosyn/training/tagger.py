@@ -2,6 +2,10 @@
 inference, AdamW with linear warm-up and decay, the best epoch on dev kept.
 
 Every mention type of the corpus is one entity (Disease), as in the NER literature on NCBI disease.
+
+With a `teacher` (a trained tagger with the same tokenizer, usually a larger one), the loss mixes the
+gold labels' cross-entropy with the teacher's tag distributions (knowledge distillation, Hinton et al.
+2015): `(1 - distill) * CE + distill * T^2 * KL(teacher_T || student_T)` over the labelled tokens.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class TaggerTrainingConfig:
     warmup: float = 0.1  # share of all steps spent warming up
     weight_decay: float = 0.01
     seed: int = 0
+    distill: float = 0.5  # with a teacher: the weight of its soft labels against the gold ones
+    temperature: float = 2.0  # with a teacher: the softmax temperature of both distributions
 
 
 def word_labels(tokenized: TokenizedText, doc: Document) -> list[int]:
@@ -84,10 +90,26 @@ def _length_batches(lengths: list[int], batch_size: int, rng: random.Random) -> 
     return batches
 
 
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                      distill: float, temperature: float) -> torch.Tensor:
+    """Cross-entropy on the gold labels mixed with the KL divergence from the teacher's softened tag
+    distribution, both over the labelled tokens (a word's first sub-token)."""
+    import torch.nn.functional as F
+
+    labelled = labels != IGNORE
+    student, teacher = student_logits[labelled].float(), teacher_logits[labelled].float()
+    gold = F.cross_entropy(student, labels[labelled])
+    soft = F.kl_div(F.log_softmax(student / temperature, -1), F.log_softmax(teacher / temperature, -1),
+                    log_target=True, reduction="batchmean") * temperature ** 2
+    return (1 - distill) * gold + distill * soft
+
+
 def train_tagger(tagger: DiseaseTagger, train_docs: Sequence[Document], config: TaggerTrainingConfig, *,
-                 evaluate: Callable[[DiseaseTagger], float] | None = None, progress: bool = True) -> dict:
+                 evaluate: Callable[[DiseaseTagger], float] | None = None, progress: bool = True,
+                 teacher: DiseaseTagger | None = None) -> dict:
     """Trains `tagger` in place. With `evaluate` (a dev score, higher is better) the best epoch's
-    weights are kept. Returns the training record (losses, dev scores, seconds)."""
+    weights are kept; with `teacher`, its tag distributions are distilled (module docstring).
+    Returns the training record (losses, dev scores, seconds)."""
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -99,6 +121,9 @@ def train_tagger(tagger: DiseaseTagger, train_docs: Sequence[Document], config: 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_linear(step, total, config.warmup))
     epochs: list[dict] = []
     record: dict = {"config": asdict(config), "windows": len(examples), "documents": len(train_docs), "epochs": epochs}
+    if teacher is not None:
+        teacher.model.eval()
+        record["teacher"] = getattr(teacher, "spec", None) or str(teacher.model.name_or_path) or "(in memory)"
     best_score, best_state, best_epoch = -1.0, None, 0
     started = time.perf_counter()
     rng = random.Random(config.seed)
@@ -110,7 +135,14 @@ def train_tagger(tagger: DiseaseTagger, train_docs: Sequence[Document], config: 
         with tqdm(total=steps_per_epoch, unit="steps", desc=f"epoch {epoch}/{config.epochs}", disable=not progress) as bar:
             for indices in batches:
                 batch = _batch([examples[i] for i in indices], tagger.tokenizer.pad_token_id, tagger.device)
-                losses.append(optimizer_step(model(**batch).loss, model, optimizer, scheduler))
+                if teacher is None:
+                    loss = model(**batch).loss
+                else:
+                    inputs = {k: v for k, v in batch.items() if k != "labels"}
+                    with torch.no_grad():
+                        teacher_logits = teacher.model(**inputs).logits
+                    loss = distillation_loss(model(**inputs).logits, teacher_logits, batch["labels"], config.distill, config.temperature)
+                losses.append(optimizer_step(loss, model, optimizer, scheduler))
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "seconds": round(time.perf_counter() - epoch_start, 1)}
