@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'biosyn[scale]')")
 
 from biosyn.annotation.annotator import Annotator  # noqa: E402
 from biosyn.data.errors import FormatError  # noqa: E402

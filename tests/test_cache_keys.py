@@ -79,6 +79,7 @@ def manifest_dir_name(manifest, tmp_path):
 
 
 def test_torch_and_onnx_share_a_cached_index_and_int8_has_its_own(tmp_path, counted):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'biosyn[onnx]')")
     from biosyn.encoders.onnx import export
 
     vocab = tmp_path / "v.tsv"

@@ -12,7 +12,7 @@ from biosyn.model.biosyn import BioSyn
 from biosyn.search.index import NameIndex
 from tiny import tiny_bert, tiny_vocabulary
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'biosyn[scale]')")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biosyn.encoders.dense import DenseEncoder
-from biosyn.encoders.onnx import SIDECAR, Backend, NoExportError, OnnxEncoder, StaleExportError, export, find_export
-from biosyn.interfaces.cli import main
-from biosyn.model.biosyn import BioSyn
-from biosyn.preprocess.pipeline import build_dictionary
-from tiny import tiny_bert, tiny_vocabulary
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'biosyn[onnx]')")
+
+from biosyn.encoders.dense import DenseEncoder  # noqa: E402
+from biosyn.encoders.onnx import SIDECAR, Backend, NoExportError, OnnxEncoder, StaleExportError, export, find_export  # noqa: E402
+from biosyn.interfaces.cli import main  # noqa: E402
+from biosyn.model.biosyn import BioSyn  # noqa: E402
+from biosyn.preprocess.pipeline import build_dictionary  # noqa: E402
+from tiny import tiny_bert, tiny_vocabulary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["wilson disease", "x", "hereditary breast and ovarian cancer", "colon cancers", "lynch syndrome 2", ""]
