@@ -287,15 +287,13 @@ def cmd_soup(args) -> int:
 
 
 def cmd_rerank(args) -> int:
-    from ..data.atomic import atomic_dir
     from ..evaluation.evaluate import run_evaluation
     from ..evaluation.protocol import load_benchmark
     from ..model.presets import base_encoder_folder
     from ..model.rerank import CrossEncoderReranker, RerankerOptions
     from ..model.specs import load_model
     from ..training.queries import corpus_training_queries
-    from ..training.rerank import RerankTrainingConfig, train_reranker
-    from ..training.rerank_card import write_reranker_card
+    from ..training.rerank import RerankTrainingConfig, save_reranker, train_reranker
     from .loading import attach_index
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
@@ -322,9 +320,7 @@ def cmd_rerank(args) -> int:
         record["dev"] = figures
         print(f"dev Acc@1/Acc@5 without the reranker {figures['without']['acc']['acc@1']}/{figures['without']['acc']['acc@5']}, "
               f"with it {figures['with']['acc']['acc@1']}/{figures['with']['acc']['acc@5']}")
-    with atomic_dir(args.output) as folder:  # a reranker folder is whole or absent
-        reranker.save_pretrained(folder, trained_on=record)
-        write_reranker_card(folder, record)
+    save_reranker(reranker, args.output, record)
     print(f"reranker: {args.output}")
     return 0
 

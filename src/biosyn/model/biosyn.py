@@ -258,9 +258,11 @@ class BioSyn:
         self.reranker = reranker
         return self
 
-    def rank(self, texts: Sequence[str], k: int = 5, *, mode: str | None = None, approximate: bool = False) -> list[list[Candidate]]:
-        """Ranked candidates for already preprocessed texts (one list per text), re-ranked when a reranker is set."""
-        if self.reranker is None:
+    def rank(self, texts: Sequence[str], k: int = 5, *, mode: str | None = None, approximate: bool = False,
+             rerank: bool = True) -> list[list[Candidate]]:
+        """Ranked candidates for already preprocessed texts (one list per text), re-ranked when a reranker is set
+        (and `rerank`)."""
+        if self.reranker is None or not rerank:
             return self._rank(texts, k, mode=mode, approximate=approximate)
         distinct = list(dict.fromkeys(texts))  # each text's pairs are read once
         ranked = self._rank(distinct, max(k, self.reranker.options.depth), mode=mode, approximate=approximate)

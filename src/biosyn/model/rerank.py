@@ -74,18 +74,23 @@ class CrossEncoderReranker:
     # -- loading and saving ------------------------------------------------------------------
 
     @classmethod
-    def from_base(cls, name_or_path: str | os.PathLike, options: RerankerOptions | None = None, *, seed: int = 0) -> CrossEncoderReranker:
-        """A new reranker over a base encoder folder (its scoring head is random)."""
+    def from_base(cls, name_or_path: str | os.PathLike, options: RerankerOptions | None = None, *, seed: int = 0,
+                  device: str | None = None) -> CrossEncoderReranker:
+        """A new reranker over a base encoder folder (its scoring head is random), on `device` (default: cuda when there is one)."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from ..encoders.dense import default_device
+
         torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_pretrained(str(name_or_path), num_labels=1)
+        model = AutoModelForSequenceClassification.from_pretrained(str(name_or_path), num_labels=1).to(default_device(device))
         return cls(model.eval(), AutoTokenizer.from_pretrained(str(name_or_path)), options)
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **overrides) -> CrossEncoderReranker:
+    def from_pretrained(cls, folder: str | os.PathLike, *, device: str | None = None, **overrides) -> CrossEncoderReranker:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from ..encoders.dense import default_device
 
         folder = Path(folder)
         config_path = folder / CONFIG_FILE
@@ -94,7 +99,7 @@ class CrossEncoderReranker:
                                     f"(train one with `biosyn rerank train`)")
         saved = json.loads(config_path.read_text())
         options = replace(RerankerOptions.from_dict(saved.get("options", {})), **overrides)
-        reranker = cls(AutoModelForSequenceClassification.from_pretrained(str(folder)).eval(),
+        reranker = cls(AutoModelForSequenceClassification.from_pretrained(str(folder)).to(default_device(device)).eval(),
                        AutoTokenizer.from_pretrained(str(folder)), options)
         reranker.spec = str(folder)
         reranker.trained_on = saved.get("trained_on", {})

@@ -37,6 +37,11 @@ def merge_candidates(sparse_idx: np.ndarray, dense_idx: np.ndarray | None, topk:
     return out
 
 
+def is_positive(gold: set[str] | frozenset[str], ids) -> bool:
+    """A candidate is right for a query when it carries every one of the query's (non-empty) gold IDs."""
+    return bool(gold) and gold <= set(ids)
+
+
 def candidate_labels(gold: Sequence[Sequence[str]], candidates: np.ndarray, dictionary_ids: Sequence[Sequence[str]]) -> np.ndarray:
     """1.0 where candidate j of query i carries every gold ID of query i, else 0.0."""
     id_sets: dict[int, frozenset[str]] = {}
@@ -47,7 +52,7 @@ def candidate_labels(gold: Sequence[Sequence[str]], candidates: np.ndarray, dict
             c = int(cand)
             if c not in id_sets:
                 id_sets[c] = frozenset(dictionary_ids[c])
-            labels[i, j] = float(bool(g) and g <= id_sets[c])
+            labels[i, j] = float(is_positive(g, id_sets[c]))
     return labels
 
 

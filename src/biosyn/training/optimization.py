@@ -1,4 +1,4 @@
-"""The optimiser and learning-rate schedule that every fine-tuning here shares."""
+"""The optimiser and optimiser step of the tagger's and the reranker's fine-tuning; `Trainer` shares the schedule."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def adamw(model, lr: float, weight_decay: float):
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def step(loss, model, optimizer, scheduler, *, max_grad_norm: float = 1.0) -> float:
+def optimizer_step(loss, model, optimizer, scheduler, *, max_grad_norm: float = 1.0) -> float:
     """One optimiser step on `loss`: back-propagate, clip the gradient norm, step, advance the schedule; the loss."""
     import torch
 

@@ -82,8 +82,9 @@ def corpus_training_queries(corpus: str, splits: Sequence[str], *, data_dir: str
             if split not in source_files.splits:
                 raise ValueError(f"{name} has no split {split!r}; choose from {', '.join(source_files.splits)}")
             docs = read_pubtator(data_file(source_files.splits[split], data_dir), types=source_files.entity_types)
+            before = len(mentions)
             mentions.extend(source_preprocessor.queries(docs))
-            per_source[f"{name}:{split}"] = len(mentions) - sum(per_source.values())
+            per_source[f"{name}:{split}"] = len(mentions) - before
     selection = select_queries(mentions, vocab)
     if len(sources) > 1:
         selection.counts["mentions_per_source"] = per_source

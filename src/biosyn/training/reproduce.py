@@ -13,7 +13,7 @@ from ..data.atomic import atomic_write
 from ..model.rerank import RerankerOptions
 from .pretrain import PretrainConfig
 from .rerank import RerankTrainingConfig
-from .trainer import TrainConfig
+from .trainer import MODEL_DIR, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     from .progress import LOG_FILE
     from .queries import corpus_training_queries
     from .soup import soup
-    from .trainer import MODEL_DIR, Trainer
+    from .trainer import Trainer
 
     args, train = config, config.train
     output = Path(args.output or f"runs/{args.corpus}")
@@ -87,12 +87,13 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
             "similarity": f"{model.similarity} (scale {model.scale})", "pretraining": pre_summary,
             **({"added_corpora": args.add_corpora} if args.add_corpora else {})}
 
-    def test_figures(folder: Path, reranker=None) -> dict | None:
+    def test_figures(folder: Path, *rerankers) -> list[dict | None]:
+        """The test summary of the model saved in `folder`, then with each of `rerankers`, on one index."""
         if benchmark is None:
-            return None
+            return [None] * (1 + len(rerankers))
         final = BioSyn.from_pretrained(folder, device=args.device)  # what was saved is what is measured
         final.build_index(benchmark.dictionary, benchmark.vocabulary, progress=args.progress)
-        return run_evaluation(final.use_reranker(reranker), benchmark, k=5, mode="hybrid").result.summary()
+        return [run_evaluation(final.use_reranker(r), benchmark, k=5, mode="hybrid").result.summary() for r in (None, *rerankers)]
 
     start = {k: v.detach().clone() for k, v in model.encoder.model.state_dict().items()}
     runs: list[dict] = []
@@ -112,21 +113,20 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     if len(seeds) > 1:
         for run in runs:  # the spread of single runs, reported beside the soup (never used to choose)
             t = time.perf_counter()
-            run["test"] = test_figures(Path(run["folder"]))
+            run["test"] = test_figures(Path(run["folder"]))[0]
             seconds[f"test_seed_{run['seed']}"] = round(time.perf_counter() - t, 1)
         soup([run["folder"] for run in runs], output / MODEL_DIR, extra={"training": training, "base_model": model.base_model})
         card["stage"] = f"uniform weight average (model soup) of {len(seeds)} BioSyn runs, seeds {', '.join(map(str, seeds))}"
-    t = time.perf_counter()
-    test = test_figures(output / MODEL_DIR)
-    seconds["test"] = round(time.perf_counter() - t, 1)
-    reranked = None
+    reranker = reranked = None
     if args.rerank is not None:
         t = time.perf_counter()
-        reranker, reranked = _train_reranker(args, output, selection.queries, dictionary, vocab, command)
+        reranker, reranked = _train_reranker(args, output, selection, dictionary, vocab, command)
         seconds["rerank_train"] = round(time.perf_counter() - t, 1)
-        t = time.perf_counter()
-        reranked["test"] = test_figures(output / MODEL_DIR, reranker)
-        seconds["rerank_test"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    test, *with_reranker = test_figures(output / MODEL_DIR, *([reranker] if reranker is not None else []))
+    if reranked is not None:
+        reranked["test"] = with_reranker[0]
+    seconds["test"] = round(time.perf_counter() - t, 1)  # with the reranker's figure, when there is one
     seconds["total"] = round(time.perf_counter() - started, 1)
     final_config = json.loads((output / MODEL_DIR / "biosyn.json").read_text())
     if test:
@@ -155,27 +155,23 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     return result
 
 
-def _train_reranker(args: ReproduceConfig, output: Path, queries, dictionary, vocabulary, command: str):
+def _train_reranker(args: ReproduceConfig, output: Path, selection, dictionary, vocabulary, command: str):
     """A reranker trained on the final model's candidates for the same training queries, saved to <output>/reranker."""
-    from ..data.atomic import atomic_dir
     from ..model.biosyn import BioSyn
     from ..model.presets import base_encoder_folder
     from ..model.rerank import CrossEncoderReranker
-    from .rerank import train_reranker
-    from .rerank_card import write_reranker_card
-    from .trainer import MODEL_DIR
+    from .rerank import save_reranker, train_reranker
 
     assert args.rerank is not None
     final = BioSyn.from_pretrained(output / MODEL_DIR, device=args.device)
     final.build_index(dictionary, vocabulary, progress=args.progress)
-    reranker = CrossEncoderReranker.from_base(base_encoder_folder(args.rerank_base), args.rerank_options, seed=args.train.seed)
-    record = train_reranker(reranker, final, queries, args.rerank, progress=args.progress)
+    reranker = CrossEncoderReranker.from_base(base_encoder_folder(args.rerank_base), args.rerank_options, seed=args.train.seed,
+                                              device=args.device)
+    record = train_reranker(reranker, final, selection.queries, args.rerank, progress=args.progress)
     record.update(command=command, model=str(output / MODEL_DIR), base=args.rerank_base, corpus=args.corpus,
-                  splits=["train", "dev"], added_corpora=args.add_corpora)
-    with atomic_dir(output / RERANKER_DIR) as folder:
-        reranker.save_pretrained(folder, trained_on=record)
-        write_reranker_card(folder, record)
-    return CrossEncoderReranker.from_pretrained(output / RERANKER_DIR), record
+                  splits=["train", "dev"], added_corpora=args.add_corpora, training_queries=selection.counts)
+    save_reranker(reranker, output / RERANKER_DIR, record)
+    return CrossEncoderReranker.from_pretrained(output / RERANKER_DIR, device=args.device), record
 
 
 def _test_benchmark(args: ReproduceConfig, output: Path, preprocessor):
@@ -183,7 +179,6 @@ def _test_benchmark(args: ReproduceConfig, output: Path, preprocessor):
 
     Checked before any training, so that a missing split is said at the start, not after an hour."""
     from ..evaluation.protocol import load_benchmark
-    from .trainer import MODEL_DIR
 
     try:
         return load_benchmark(args.corpus, "test", data_dir=args.data_dir, vocabulary=args.vocabulary, preprocessor=preprocessor), None

@@ -9,6 +9,7 @@ without a positive, or with nothing but positives, teaches nothing and is counte
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -19,8 +20,9 @@ import numpy as np
 from ..data.records import Candidate
 from ..model.biosyn import BioSyn
 from ..model.rerank import CandidateText, CrossEncoderReranker
+from .candidates import is_positive
 from .loss import marginal_nll
-from .optimization import adamw, step as optimizer_step, warmup_linear
+from .optimization import adamw, optimizer_step, warmup_linear
 from .queries import TrainingQuery
 
 
@@ -44,15 +46,11 @@ class TrainingList:
 
 def training_lists(model: BioSyn, queries: Sequence[TrainingQuery], depth: int) -> tuple[list[TrainingList], dict]:
     """The BioSyn model's top `depth` for each query, labelled; and how many lists were left out and why."""
-    reranker, model.reranker = model.reranker, None  # the lists are BioSyn's own ranking
-    try:
-        ranked = model.rank([q.text for q in queries], depth)
-    finally:
-        model.reranker = reranker
+    ranked = model.rank([q.text for q in queries], depth, rerank=False)  # the lists are BioSyn's own ranking
     lists, counts = [], {"queries": len(queries), "no_positive": 0, "only_positives": 0}
     for query, candidates in zip(queries, ranked):
         gold = set(query.gold)
-        labels = [gold <= set(c.ids) for c in candidates]
+        labels = [is_positive(gold, c.ids) for c in candidates]
         if not any(labels):
             counts["no_positive"] += 1
         elif all(labels):
@@ -69,7 +67,6 @@ def train_reranker(reranker: CrossEncoderReranker, model: BioSyn, queries: Seque
     import torch
     from tqdm.auto import tqdm
 
-    random.seed(config.seed)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     lists, counts = training_lists(model, queries, reranker.options.depth)
@@ -115,3 +112,13 @@ def train_reranker(reranker: CrossEncoderReranker, model: BioSyn, queries: Seque
     reranker.model.eval()
     return {"config": asdict(config), "options": asdict(reranker.options), "lists": counts, "epochs": epochs,
             "seconds": {"candidates": round(listed, 1), "total": round(time.perf_counter() - started, 1)}}
+
+
+def save_reranker(reranker: CrossEncoderReranker, folder: str | os.PathLike, record: dict) -> None:
+    """The trained reranker, its training record and its card, written as one folder (whole or absent)."""
+    from ..data.atomic import atomic_dir
+    from .rerank_card import write_reranker_card
+
+    with atomic_dir(folder) as tmp:
+        reranker.save_pretrained(tmp, trained_on=record)
+        write_reranker_card(tmp, record)

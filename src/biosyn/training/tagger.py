@@ -25,7 +25,7 @@ from ..data.records import Document
 from ..ner.labels import BEGIN, IGNORE, INSIDE, OUTSIDE
 from ..ner.tagger import DiseaseTagger
 from ..ner.windows import TokenizedText, tokenize, windows
-from .optimization import adamw, step as optimizer_step, warmup_linear
+from .optimization import adamw, optimizer_step, warmup_linear
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def train_tagger(tagger: DiseaseTagger, train_docs: Sequence[Document], config: 
     record: dict = {"config": asdict(config), "windows": len(examples), "documents": len(train_docs), "epochs": epochs}
     if teacher is not None:
         teacher.model.eval()
-        record["teacher"] = getattr(teacher, "spec", None) or str(teacher.model.name_or_path) or "(in memory)"
+        record["teacher"] = teacher.spec or str(teacher.model.name_or_path) or "(in memory)"
     best_score, best_state, best_epoch = -1.0, None, 0
     started = time.perf_counter()
     rng = random.Random(config.seed)
