@@ -215,3 +215,20 @@ def test_one_resolver_for_every_spec_with_overrides(tmp_path, vocab):
     tokenizer.save_pretrained(tmp_path / "plain")
     plain = load_model(tmp_path / "plain")
     assert (plain.similarity, plain.sparse_weight, plain.base_model) == ("dot", 1.0, str(tmp_path / "plain"))
+
+
+def test_a_tfidf_fit_here_is_fit_again_for_another_vocabulary():
+    """An index is built with the TF-IDF of its own vocabulary, also by a model that was first used with another
+    (a cached index is keyed by "fit on this vocabulary")."""
+    from biosyn.data.records import Vocabulary
+    from biosyn.search.index import sparse_fingerprint
+    from tiny import tiny_vocabulary
+
+    first = tiny_vocabulary()
+    second = Vocabulary(list(first)[:3])
+    model = BioSyn()
+    model.build_index(build_dictionary(first), first)
+    model.build_index(build_dictionary(second), second)
+    fresh = BioSyn()
+    fresh.build_index(build_dictionary(second), second)
+    assert sparse_fingerprint(model.index.sparse_encoder) == sparse_fingerprint(fresh.index.sparse_encoder)

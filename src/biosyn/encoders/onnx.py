@@ -22,6 +22,7 @@ import importlib.util
 import json
 import logging
 import os
+import threading
 import types
 import warnings
 from collections.abc import Sequence
@@ -90,8 +91,12 @@ def weights_sha256(folder: Path) -> str:
 
 def cache_folder(folder: Path) -> Path:
     """Where an export of a folder that cannot hold it goes."""
-    key = hashlib.sha256(json.dumps([str(folder.resolve()), weights_stat(folder)]).encode()).hexdigest()[:16]
-    return cache_root() / "onnx" / key
+    return cache_root() / "onnx" / _digest([str(folder.resolve()), weights_stat(folder)])
+
+
+def _digest(value) -> str:
+    """A short key for a JSON-able value (cache folder and file names)."""
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:16]
 
 
 def read_sidecar(where: Path) -> dict | None:
@@ -246,7 +251,7 @@ def inference_session(path: Path, threads: int | None = None) -> Any:
     # Extended, not all: the "all" level adds layout changes for this very CPU, wrong in a copy shared
     # between machines, and nothing a transformer uses.
     extended = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    tmp = optimised.with_name(f"{optimised.stem}.{os.getpid()}.tmp")
+    tmp = optimised.with_name(f"{optimised.stem}.{os.getpid()}-{threading.get_ident()}.tmp")  # sessions load in threads
     try:
         optimised.parent.mkdir(parents=True, exist_ok=True)
         built = session(path, extended, save_to=tmp)
@@ -269,9 +274,11 @@ def optimised_graph_path(path: Path, runtime_version: str) -> Path:
     cannot be written, in the cache. The key names the file (size, modification time) and the onnxruntime
     version, whose fused operators the graph holds."""
     stat = path.stat()
-    key = hashlib.sha256(json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns, runtime_version]).encode()).hexdigest()[:16]
-    folder = path.parent if os.access(path.parent, os.W_OK) else cache_root() / "onnx-optimised"
-    return folder / f"{path.stem}.ort-{key}.onnx"
+    key = _digest([str(path.resolve()), stat.st_size, stat.st_mtime_ns, runtime_version])
+    if os.access(path.parent, os.W_OK):
+        return path.parent / f"{path.stem}.ort-{key}.onnx"
+    # One cache folder per export folder: the clean-up of older copies (`inference_session`) stays within it.
+    return cache_root() / "onnx-optimised" / _digest(str(path.parent.resolve())) / f"{path.stem}.ort-{key}.onnx"
 
 
 def load_tokenizer(where: Path, info: dict) -> Any:

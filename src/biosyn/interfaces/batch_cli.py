@@ -46,7 +46,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--add-mentions", metavar="CORPUS:SPLITS", default=None,
                    help="also match a corpus's annotated mentions (default for MEDIC: ncbi-disease:train,dev when present)")
     p.add_argument("--index", help="a saved index (`biosyn index build`); default: build or reuse a cached one")
-    _model_options(p, index=False)
+    _model_options(p, index=False, rerank=False)
     _data_options(p)
 
 
@@ -66,12 +66,12 @@ def cmd_batch(args) -> int:
         tagger = None
         print("biosyn batch: no tagger; documents without mention spans will be counted bad", file=sys.stderr)
     linker = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, add_mentions=args.add_mentions,
-                         data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16)
+                         data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     assert linker.index is not None
     index = linker.index.path or linker.index.save(Path(args.output) / ".batch-index")  # the cache could not be written
     job = BatchJob.create(linker, index, tagger, mode=args.mode, min_score=default_min_score(linker, args.min_score, args.mode),
                           input_format=args.input_format, output_format=args.format, batch_size=args.batch_size,
-                          trust_pickle=args.trust_pickle, bf16=args.bf16)
+                          trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     def done(shard: dict) -> None:
         counts = shard["counts"]
         print(f"done: {shard['shard']}: {counts['documents']} documents, {counts['mentions']} mentions, {counts['bad']} bad",

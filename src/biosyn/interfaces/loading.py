@@ -119,7 +119,7 @@ def attach_index(model: BioSyn, dictionary: Dictionary, vocabulary: Vocabulary, 
     # A sparse encoder that is not the model's own is fit on the vocabulary: the vocabulary's fingerprint stands for it.
     own = _own_sparse(model)
     sparse = sparse_fingerprint(own) if own is not None else "fit"
-    key = hashlib.sha256(f"{model.fingerprint}{_int8(model)}|{sparse}|{vocabulary_fingerprint(vocabulary)}|{dict_fp}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{_model_key(model)}|{sparse}|{vocabulary_fingerprint(vocabulary)}|{dict_fp}".encode()).hexdigest()[:20]
     path = cache_dir() / key
     if cache and (path / "manifest.json").exists():
         try:
@@ -143,10 +143,10 @@ def _own_sparse(model: BioSyn) -> SparseEncoder | None:
     return model.sparse_encoder if model.sparse_fit_here is None else None
 
 
-def _int8(model: BioSyn) -> str:
-    """int8 rows are cached apart: they are further from the model's vectors than bf16 or ONNX fp32 ones
-    (docs/results.md), and an index serves every later call."""
-    return "|int8" if getattr(model.encoder, "backend", None) == Backend.ONNX_INT8 else ""
+def _model_key(model: BioSyn) -> str:
+    """The model's part of a cache key. int8 rows are cached apart: they are further from the model's vectors
+    than bf16 or ONNX fp32 ones (docs/results.md), and an index serves every later call."""
+    return f"{model.fingerprint}{'|int8' if model.backend == Backend.ONNX_INT8 else ''}"
 
 
 def dictionary_key(model: BioSyn, vocabulary: str, vocabulary_format: str | None, mentions: str | None,
@@ -162,7 +162,7 @@ def dictionary_key(model: BioSyn, vocabulary: str, vocabulary_format: str | None
             files.append([path.name, hashlib.file_digest(handle, "sha256").hexdigest()])
     own = _own_sparse(model)
     own_sparse = sparse_fingerprint(own) if own is not None else None
-    key = [__version__, f"{model.fingerprint}{_int8(model)}", own_sparse, vocabulary, vocabulary_format, mentions, files]
+    key = [__version__, _model_key(model), own_sparse, vocabulary, vocabulary_format, mentions, files]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
 
 

@@ -106,6 +106,11 @@ class BioSyn:
     def scale(self) -> float:
         return self.scorer.scale
 
+    @property
+    def backend(self) -> str:
+        """What runs the encoder (`encoders.onnx.Backend`'s values); torch for a sparse-only model."""
+        return str(getattr(self.encoder, "backend", "torch"))
+
     def configure(self, *, similarity: str | None = None, scale: float | None = None, pooling: str | None = None,
                   max_length: int | None = None) -> BioSyn:
         """Changes what the dense rows depend on; the fingerprint follows."""
@@ -222,8 +227,8 @@ class BioSyn:
                     progress: bool = False, manifest: dict | None = None, dense_dtype: str = "float32") -> NameIndex:
         """Embeds every dictionary name once; the index is kept on the model and returned.
         (`biosyn.scale.index_parts` builds the same index in parts.)"""
-        if self.sparse_encoder is None:
-            self.fit_sparse(vocabulary)
+        if self.sparse_encoder is None or self.sparse_fit_here not in (None, vocabulary_fingerprint(vocabulary)):
+            self.fit_sparse(vocabulary)  # none yet, or one fit here on another vocabulary
         matrix = self.embed(dictionary.names, progress=progress) if dense and self.encoder is not None else None
         self.index = NameIndex.build(dictionary, self.sparse_encoder, matrix, list(vocabulary),
                                      self.index_manifest(vocabulary, matrix is not None, manifest), dense_dtype)
@@ -233,7 +238,7 @@ class BioSyn:
         """What an index built by this model records about it (beside the index's own fields)."""
         return {"model_fingerprint": self.fingerprint if dense else None,
                 # How the rows were computed; not part of what they mean, so in no cache key.
-                "embedded_with": {"backend": str(getattr(self.encoder, "backend", "torch")), "bf16": self.embed_options.bf16}
+                "embedded_with": {"backend": self.backend, "bf16": self.embed_options.bf16}
                 if dense else None,
                 "vocabulary_fingerprint": vocabulary_fingerprint(vocabulary),
                 "similarity": self.similarity, **(manifest or {})}

@@ -49,11 +49,12 @@ class BatchJob:
     batch_size: int = 16
     trust_pickle: bool = False
     bf16: bool = False
+    backend: str | None = None  # what runs the linker's encoder and the tagger (None: ONNX where a current export exists)
 
     @classmethod
     def create(cls, linker, index: str | Path, tagger: str | Path | None, *, mode: str | None = None,
                min_score: float | None = None, input_format: str | None = None, output_format: str = "jsonl",
-               batch_size: int = 16, trust_pickle: bool = False, bf16: bool = False) -> BatchJob:
+               batch_size: int = 16, trust_pickle: bool = False, bf16: bool = False, backend: str | None = None) -> BatchJob:
         """A job for a loaded `linker` whose index is saved at `index`; fingerprints its model, index and tagger."""
         index_manifest = json.loads((Path(index) / "manifest.json").read_text(encoding="utf-8"))
         settings = {
@@ -65,7 +66,7 @@ class BatchJob:
             "input_format": input_format, "output_format": output_format,
         }
         return cls(_absolute(linker.spec), str(Path(index).resolve()), None if tagger is None else str(Path(tagger).resolve()),
-                   settings, input_format, output_format, batch_size, trust_pickle, bf16)
+                   settings, input_format, output_format, batch_size, trust_pickle, bf16, backend)
 
     @property
     def fingerprint(self) -> str:
@@ -83,15 +84,15 @@ def _absolute(spec: str) -> str:
 class _LazyTagger:
     """Loads the tagger at its first use, so that actors that see only annotated input never pay for it."""
 
-    def __init__(self, folder: str):
-        self.folder = folder
+    def __init__(self, folder: str, backend: str | None):
+        self.folder, self.backend = folder, backend
         self._tagger: Any = None
 
     def tag(self, texts):
         if self._tagger is None:
             from ..ner.tagger import DiseaseTagger
 
-            self._tagger = DiseaseTagger.from_pretrained(self.folder)
+            self._tagger = DiseaseTagger.from_pretrained(self.folder, backend=self.backend)
         return self._tagger.tag(texts)
 
 
@@ -103,9 +104,9 @@ class ShardWorker:
         from ..model.specs import load_model
         from ..search.index import NameIndex
 
-        linker = load_model(job.model, trust_pickle=job.trust_pickle, bf16=job.bf16)
+        linker = load_model(job.model, trust_pickle=job.trust_pickle, bf16=job.bf16, backend=job.backend)
         linker.use_index(NameIndex.load(job.index, verify=False))  # memory-mapped; the driver checked it
-        tagger: Any = _LazyTagger(job.tagger) if job.tagger else None
+        tagger: Any = _LazyTagger(job.tagger, job.backend) if job.tagger else None
         self.annotator = Annotator(tagger, linker, mode=job.settings.get("mode"), min_score=job.settings.get("min_score"))
         self.job, self.output_dir = job, output_dir
 

@@ -73,7 +73,7 @@ def _parts_on_ray(model: BioSyn, names, ids, ranges, workers: int, address: str 
         from ray.util import ActorPool
 
         actor = ray.remote(num_cpus=1)(_PartBuilder)
-        options = {"bf16": model.embed_options.bf16}
+        options = {"bf16": model.embed_options.bf16, "backend": model.backend}
         pool = ActorPool([actor.remote(model.spec, options, model.sparse_encoder) for _ in range(workers)])
         log.info("embedding %d names in %d parts on %d Ray workers", len(names), len(ranges), workers)
         # ActorPool.map gives results in the order of its inputs: the merge order.
