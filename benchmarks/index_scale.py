@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--dense-from", help="build: a saved MEDIC index of the packaged MiniLM "
                         "(biosyn index build DIR --model minilm --vocabulary medic-2012)")
     parser.add_argument("--folder", required=True, help="where the index is written (e.g. runs/scale-1m)")
-    parser.add_argument("--queries", type=int, default=500, help="at most this many distinct NCBI test mentions")
+    parser.add_argument("--queries", type=int, default=QUERIES, help="at most this many distinct NCBI test mentions")
     parser.add_argument("--phase", choices=("all", "build", "search"), default="all")
     parser.add_argument("--output", help="write the figures here (JSON)")
     parser.add_argument("--no-sweep", dest="sweep", action="store_false", help="search: skip the nprobe/candidates sweep")

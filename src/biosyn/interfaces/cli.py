@@ -19,7 +19,8 @@ from pathlib import Path
 from ..data.locate import CORPORA, VOCABULARIES, data_dir
 from ..data.vocabularies import FORMATS as VOCABULARY_FORMATS
 from ..encoders.onnx import BACKEND_HELP, BACKENDS
-from ..search.index import APPROXIMATE_KINDS, DENSE_DTYPES
+from ..scale.index_parts import PART_SIZE
+from ..search.index import APPROXIMATE_KINDS, DENSE_DTYPES, IVF_NPROBE, IVFPQ_CANDIDATES
 from ..search.scoring import MODES
 from . import batch_cli, export_cli, tagger_cli, training_cli
 from .annotate_files import add_annotate_parser, cmd_annotate
@@ -98,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--add-mentions", metavar="CORPUS:SPLITS", help="also index a corpus's annotated mentions, e.g. ncbi-disease:train,dev")
     build.add_argument("--approximate-kind", choices=APPROXIMATE_KINDS,
                        help="add an approximate FAISS index (ivfpq: compact codes, re-scored exactly; for millions of names)")
-    build.add_argument("--nprobe", type=int, help="ivf/ivfpq: lists searched a query (default 16 for ivf, 128 for ivfpq)")
-    build.add_argument("--candidates", type=int, help="approximate search: names fetched from FAISS and re-scored exactly (default 400 for ivfpq)")
+    build.add_argument("--nprobe", type=int, help=f"ivf/ivfpq: lists searched a query (default {IVF_NPROBE} for ivf, a quarter of the lists for ivfpq)")
+    build.add_argument("--candidates", type=int, help="approximate search: names fetched from FAISS and re-scored exactly "
+                                                      f"(default {IVFPQ_CANDIDATES} for ivfpq, else 4k and at least 64)")
     build.add_argument("--dense-dtype", choices=DENSE_DTYPES, default="float32",
                        help="how dense rows are stored (float16: half the disk and page cache; default float32)")
     build.add_argument("--postings", action="store_true",
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=0,
                        help="embed the names in parts on this many Ray workers (biosyn[scale]); default 0: in this process")
     build.add_argument("--address", help="with --workers: a running Ray cluster to join ('auto', ray://HOST:10001); default: a local Ray")
-    build.add_argument("--part-size", type=int, default=None, help="with --workers: names a part (default 100000)")
+    build.add_argument("--part-size", type=int, default=PART_SIZE, help=f"with --workers: names a part (default {PART_SIZE})")
     _model_options(build, index=False, rerank=False)
     _data_options(build)
 
@@ -259,17 +261,17 @@ def cmd_index(args) -> int:
     from .vocabulary_setup import dictionary_for
 
     check_index_target(args.output, force=args.force)
+    if args.workers < 0:
+        raise ValueError(f"--workers {args.workers}: give 0 (in this process) or more")
     model = load_model(args.model, trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     vocabulary, dictionary = dictionary_for(args.vocabulary, args.vocabulary_format, args.add_mentions, args.data_dir)
     started = time.perf_counter()
     manifest = {"model": model.spec, "vocabulary": str(args.vocabulary), "mentions": args.add_mentions}
-    if args.workers < 0:
-        raise ValueError(f"--workers {args.workers}: give 0 (in this process) or more")
     if args.workers:
-        from ..scale.index_parts import PART_SIZE, build_index_in_parts
+        from ..scale.index_parts import build_index_in_parts
 
         index = build_index_in_parts(model, dictionary, vocabulary, workers=args.workers, address=args.address,
-                                     part_size=args.part_size or PART_SIZE, dense_dtype=args.dense_dtype, manifest=manifest)
+                                     part_size=args.part_size, dense_dtype=args.dense_dtype, manifest=manifest)
     else:
         index = model.build_index(dictionary, vocabulary, dense=model.encoder is not None, progress=True, manifest=manifest,
                                   dense_dtype=args.dense_dtype)

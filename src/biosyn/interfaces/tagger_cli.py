@@ -212,10 +212,12 @@ def cmd_evaluate(args) -> int:
             report["gold_spans"] = {"mention": mention_concept_scores(gold, gold_linked, resolve).as_dict()}
             report["model"] = linker.spec
         report["tagger"] = {"spec": tagger.spec, "options": vars(tagger.options)}
-    report["ner"] = span_scores(gold, found).as_dict()
+    if args.ner_only:
+        report["ner"] = span_scores(gold, found).as_dict()
+    else:
+        report["joint"] = _joint_scores(gold, found, resolve)
+        report["ner"] = report["joint"].pop("ner")
     report["ner_recall_by_type"] = _recall_by_type(gold, found)
-    if not args.ner_only:
-        report["joint"] = {key: value for key, value in _joint_scores(gold, found, resolve).items() if key != "ner"}
     _print(report)
     if args.predictions:
         write_pubtator(found, args.predictions)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..annotation.sources import BATCH
 from ..search.index import file_checksums, sparse_fingerprint
 from .cluster import ray_session
 from .shards import Shard, annotate_shard, read_manifest, shard_from_json, shard_status, shard_to_json
@@ -46,7 +47,7 @@ class BatchJob:
     settings: dict = field(default_factory=dict)
     input_format: str | None = None
     output_format: str = "jsonl"
-    batch_size: int = 16
+    batch_size: int = BATCH
     trust_pickle: bool = False
     bf16: bool = False
     backend: str | None = None  # what runs the linker's encoder and the tagger (None: ONNX where a current export exists)
@@ -54,7 +55,7 @@ class BatchJob:
     @classmethod
     def create(cls, linker, index: str | Path, tagger: str | Path | None, *, mode: str | None = None,
                min_score: float | None = None, input_format: str | None = None, output_format: str = "jsonl",
-               batch_size: int = 16, trust_pickle: bool = False, bf16: bool = False, backend: str | None = None) -> BatchJob:
+               batch_size: int = BATCH, trust_pickle: bool = False, bf16: bool = False, backend: str | None = None) -> BatchJob:
         """A job for a loaded `linker` whose index is saved at `index`; fingerprints its model, index and tagger."""
         index_manifest = json.loads((Path(index) / "manifest.json").read_text(encoding="utf-8"))
         settings = {

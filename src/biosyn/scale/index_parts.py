@@ -9,7 +9,7 @@ TF-IDF rows. `NameIndex.merge` joins the parts in order, so the index equals the
 Ray (`workers=0`) the same parts are built one after another in this process.
 
 `address` joins a running Ray cluster ("auto", or "ray://host:10001"); without it a local Ray
-with `workers` CPUs starts, and stops when the build ends. A Ray that is already running in this
+with this machine's CPUs (at least `workers`) starts, and stops when the build ends. A Ray that is already running in this
 process (tests start one per module) is used as it is.
 """
 

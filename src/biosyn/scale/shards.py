@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .._version import __version__
-from ..annotation.sources import annotate_sources, mention_json
+from ..annotation.sources import BATCH, annotate_sources, mention_json
 from ..data.atomic import atomic_write, write_json
 from ..data.sources import Source, read_file, read_sources
 
@@ -34,7 +34,6 @@ VERSION = 1
 OUTPUT_FORMATS = ("jsonl", "parquet")
 CHECKSUM_FILES = (".md5", ".sha256")  # beside NLM's baseline files; never shards
 # The row of each mention; a document without mentions has start/end/text/type None, a bad one its `error`.
-COLUMNS = ("document", "position", "start", "end", "text", "type", "ids", "names", "scores", "error")
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ def shard_status(shard: Shard, output_dir: str | Path, job_fingerprint: str, out
 
 
 def annotate_shard(annotator, shard: Shard, output_dir: str | Path, job: dict, *, job_fingerprint: str,
-                   input_format: str | None = None, output_format: str = "jsonl", batch: int = 16) -> dict:
+                   input_format: str | None = None, output_format: str = "jsonl", batch: int = BATCH) -> dict:
     """Reads, annotates and writes one shard (output, then manifest, each atomically); returns its manifest."""
     started = time.perf_counter()
     checksum = input_checksum(shard)  # before reading: a file changed meanwhile makes the manifest stale, not wrong

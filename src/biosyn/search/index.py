@@ -60,6 +60,8 @@ APPROXIMATE_KINDS = ("hnsw", "ivf", "ivfpq")
 # most `budget` names (default: a third of the names, at least 100,000); the `pool` names with
 # the best partial score are scored exactly. Tuned at 1M names (docs/results.md).
 POSTINGS_POOL = 8192
+IVF_NPROBE = 16  # IVF-flat lists searched a query; IVF-PQ searches a quarter of its lists
+IVFPQ_CANDIDATES = 1000  # names an IVF-PQ search fetches and re-scores exactly
 _ROWS_AT_ONCE = 65536  # dense rows converted to float32 at a time (FAISS training and adding, checks)
 
 
@@ -82,7 +84,12 @@ def file_checksums(folder: Path) -> dict[str, str]:
 
 def file_stats(folder: Path, names) -> dict[str, list[int]]:
     """Size and modification time (ns) of each named file under `folder`."""
-    return {name: [(stat := (folder / name).stat()).st_size, stat.st_mtime_ns] for name in names}
+    return {name: _stat(folder / name) for name in names}
+
+
+def _stat(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def fingerprint_dictionary(names: Sequence[str], ids: Sequence[Sequence[str]]) -> str:
@@ -262,8 +269,8 @@ class NameIndex:
             ids = ConceptIdLists.pack(self.ids)
             _write_json(tmp / "names.json", list(self.names))
             _write_json(tmp / "concept_ids.json", ids.concept_ids)
-            np.save(tmp / "name_concepts_indptr.npy", ids.indptr, allow_pickle=False)
-            np.save(tmp / "name_concepts_indices.npy", ids.indices, allow_pickle=False)
+            for part in NAME_CONCEPT_PARTS:
+                np.save(tmp / f"name_concepts_{part}.npy", getattr(ids, part), allow_pickle=False)
             _write_json(tmp / "concepts.json", {c.id: [c.name, list(c.alt_ids), list(c.synonyms)] for c in self.concepts.values()})
             self.sparse_encoder.save(tmp / "sparse_encoder")
             m = as_csr32(self.sparse_matrix)
@@ -389,8 +396,8 @@ class NameIndex:
                 settings["pq_m"] = pq_m
             sample = np.sort(np.random.default_rng(0).choice(n, min(n, max(64 * nlist, 256 * 39)), replace=False))
             index.train(np.asarray(self.dense_matrix[sample], dtype=np.float32))
-            settings |= {"nlist": nlist, "nprobe": nprobe or (16 if kind == "ivf" else max(1, nlist // 4))}
-        settings["candidates"] = candidates or (1000 if kind == "ivfpq" else None)
+            settings |= {"nlist": nlist, "nprobe": nprobe or (IVF_NPROBE if kind == "ivf" else max(1, nlist // 4))}
+        settings["candidates"] = candidates or (IVFPQ_CANDIDATES if kind == "ivfpq" else None)
         for start in range(0, n, _ROWS_AT_ONCE):
             index.add(np.asarray(self.dense_matrix[start : start + _ROWS_AT_ONCE], dtype=np.float32))
         _configure_faiss(index, settings)
@@ -614,7 +621,7 @@ def _verify_checksums(folder: Path, checksums: dict[str, str], needed: list[str]
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise CorruptIndexError(folder / MANIFEST, None, "checksums", f"file name {name!r} outside the index")
         try:
-            if isinstance(stats, dict) and stats.get(name) == [(stat := file.stat()).st_size, stat.st_mtime_ns]:
+            if isinstance(stats, dict) and stats.get(name) == _stat(file):
                 continue
             with open(file, "rb") as handle:
                 actual = hashlib.file_digest(handle, "sha256").hexdigest()
