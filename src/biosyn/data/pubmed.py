@@ -7,7 +7,8 @@ when it has one. Inline markup (`<i>`, `<sup>`, …) keeps its text. Offsets cou
 
 An article without a PMID or without an `ArticleTitle` is a bad record: a `FormatError` naming the file,
 the article's position and its PMID when known, and the reading goes on. `DeleteCitation` (update files)
-lists PMIDs to withdraw; they are no documents and are reported apart. XML that cannot be parsed at all
+lists PMIDs to withdraw; they are no documents. `iter_pubmed(path, deleted=[])` collects them; `biosyn
+annotate` and `biosyn batch` pass them over (withdrawing earlier output is left to the user). XML that cannot be parsed at all
 ends the file there: a `FormatError` with the line and column, after every article before it was given.
 Elements are cleared once read, so a 30,000-article baseline file is read in bounded memory.
 """
