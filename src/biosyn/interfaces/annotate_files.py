@@ -80,8 +80,7 @@ def _table(sources: list[Source]) -> str:
 
 
 def add_annotate_parser(sub) -> argparse.ArgumentParser:
-    from .cli import _data_options, _model_options  # here, not at import time: the main CLI imports this module
-    from .loading import MIN_SCORE_HELP
+    from .cli import _data_options, _linking_options, _model_options  # here, not at import time: the main CLI imports this module
 
     p = sub.add_parser("annotate", help="find disease mentions in raw text and link each to a concept ID",
                        description="Tags disease mentions with the tagger, then normalises each with the model. Text "
@@ -95,13 +94,8 @@ def add_annotate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=OUTPUT_FORMATS,
                    help="default: from --output's suffix (.json BioC JSON, .jsonl JSONL, else PubTator); a table without --output")
     p.add_argument("--find", action="store_true", help="find mentions with the tagger even where the input has spans")
-    p.add_argument("--tagger", help="tagger folder or hub id (default: $BIOSYN_TAGGER, else runs/ncbi-disease/tagger)")
-    p.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
-    p.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file, when no --index is given")
-    p.add_argument("--add-mentions", metavar="CORPUS:SPLITS", default=None,
-                   help="also match a corpus's annotated mentions (default for MEDIC: ncbi-disease:train,dev when present)")
     p.add_argument("--batch-size", type=int, default=BATCH, help=f"documents per model call (default {BATCH})")
-    p.add_argument("--index", help="a saved index (`biosyn index build`); default: build or reuse a cached one")
+    _linking_options(p, tagger_help="tagger folder or hub id (default: $BIOSYN_TAGGER, else runs/ncbi-disease/tagger)")
     _model_options(p, index=False)
     _data_options(p)
     return p

@@ -22,8 +22,7 @@ SUMMARY = "batch-summary.json"
 
 
 def add_parsers(sub) -> None:
-    from .cli import _data_options, _model_options
-    from .loading import MIN_SCORE_HELP
+    from .cli import _data_options, _linking_options, _model_options
 
     p = sub.add_parser("batch", help="annotate a corpus of input shards on Ray, restartably (biosyn[scale])",
                        description="Links the mentions of every document of every input shard (JSONL, PubTator, "
@@ -39,13 +38,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--workers", type=int, help="actors, one CPU each (default: this machine's CPUs; a cluster's CPUs)")
     p.add_argument("--batch-size", type=int, default=BATCH, help=f"documents per model call (default {BATCH})")
     p.add_argument("--retries", type=int, default=3, help="restarts of a dead worker and retries of its shard (default 3)")
-    p.add_argument("--tagger", help="tagger folder or hub id (default: $BIOSYN_TAGGER, else runs/ncbi-disease/tagger; "
+    _linking_options(p, tagger_help="tagger folder or hub id (default: $BIOSYN_TAGGER, else runs/ncbi-disease/tagger; "
                                     "without one, documents without mention spans are counted bad)")
-    p.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
-    p.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file, when no --index is given")
-    p.add_argument("--add-mentions", metavar="CORPUS:SPLITS", default=None,
-                   help="also match a corpus's annotated mentions (default for MEDIC: ncbi-disease:train,dev when present)")
-    p.add_argument("--index", help="a saved index (`biosyn index build`); default: build or reuse a cached one")
     _model_options(p, index=False, rerank=False)
     _data_options(p)
 

@@ -54,6 +54,18 @@ def _model_options(p: argparse.ArgumentParser, *, index: bool = True, rerank: bo
         p.add_argument("--approximate", action="store_true", help="search the index's FAISS part and postings (built with `biosyn index build --approximate-kind ... --postings`)")
 
 
+def _linking_options(p: argparse.ArgumentParser, *, tagger_help: str) -> None:
+    """What `annotate` and `batch` share: the tagger, the link threshold and the vocabulary or index."""
+    from .loading import MIN_SCORE_HELP
+
+    p.add_argument("--tagger", help=tagger_help)
+    p.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
+    p.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file, when no --index is given")
+    p.add_argument("--add-mentions", metavar="CORPUS:SPLITS", default=None,
+                   help="also match a corpus's annotated mentions (default for MEDIC: ncbi-disease:train,dev when present)")
+    p.add_argument("--index", help="a saved index (`biosyn index build`); default: build or reuse a cached one")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="biosyn", description="Biomedical entity normalisation with BioSyn.")
     parser.add_argument("-v", "--verbose", action="store_true")
