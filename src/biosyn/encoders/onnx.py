@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -169,22 +170,19 @@ def remove_export(folder: str | os.PathLike) -> None:
 
 # -- inference ---------------------------------------------------------------------------------
 
-class OnnxEncoder:
-    """`DenseEncoder`'s inference half on onnxruntime: `embed` gives the same vectors (to float error)."""
+class OnnxModel:
+    """An export's graph on onnxruntime, what the encoder and the tagger share: its sidecar, its tokenizer,
+    and a session that is built in a thread. onnxruntime builds it without the GIL, so it overlaps with
+    what the caller loads next (a CLI call's index: 0.1-0.2 s of its start-up); its errors come with the
+    first use."""
 
-    def __init__(self, where: str | os.PathLike, *, int8: bool = False, threads: int | None = None):
+    def __init__(self, where: str | os.PathLike, kind: str, *, int8: bool = False, threads: int | None = None):
         where = Path(where)
         info = read_sidecar(where)
-        if info is None or info.get("kind", "encoder") != "encoder":
-            raise NoExportError(f"{where}: no encoder export ({SIDECAR}); make one with `biosyn export`")
+        if info is None or info.get("kind", "encoder") != kind:
+            raise NoExportError(f"{where}: no {kind} export ({SIDECAR}); make one with `biosyn export`")
         self.exported = info
-        self.pooling: str = info["pooling"]
-        self.max_length: int = int(info["max_length"])
-        self.hidden_size: int = int(info["hidden_size"])
-        self.name_or_path: str = info.get("source", str(where))
         self.backend = Backend.ONNX_INT8 if int8 else Backend.ONNX
-        # onnxruntime builds the session without the GIL: in a thread, it overlaps with what the caller
-        # loads next (a CLI call's index: 0.1-0.2 s of its start-up). Its errors come with the first use.
         self._session = _SESSIONS.submit(inference_session, where / ONNX_FILES[self.backend], threads)
         self.tokenizer = load_tokenizer(where, info)
 
@@ -192,9 +190,25 @@ class OnnxEncoder:
     def session(self) -> Any:
         return self._session.result()
 
-    @property
+    @functools.cached_property
     def inputs(self) -> set[str]:
         return {i.name for i in self.session.get_inputs()}
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """The graph's first output for the inputs it takes among `feed`'s."""
+        return self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
+
+
+class OnnxEncoder(OnnxModel):
+    """`DenseEncoder`'s inference half on onnxruntime: `embed` gives the same vectors (to float error)."""
+
+    def __init__(self, where: str | os.PathLike, *, int8: bool = False, threads: int | None = None):
+        super().__init__(where, "encoder", int8=int8, threads=threads)
+        info = self.exported
+        self.pooling: str = info["pooling"]
+        self.max_length: int = int(info["max_length"])
+        self.hidden_size: int = int(info["hidden_size"])
+        self.name_or_path: str = info.get("source", str(where))
 
     def fingerprint(self, similarity: str) -> str:
         """The model fingerprint of the weights it was exported from, for the configuration it was exported with."""
@@ -215,12 +229,11 @@ class OnnxEncoder:
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         # Length-sorted batches need little padding; writing rows back by index restores the order.
         order = np.argsort(lengths, kind="stable")
-        session, inputs = self.session, self.inputs
         with _progress_bar(len(texts), progress) as bar:
             for start in range(0, len(texts), batch_size):
                 idx = order[start:start + batch_size]
                 feed = _pad([encodings[i] for i in idx], int(lengths[idx].max()))
-                hidden = session.run(None, {k: v for k, v in feed.items() if k in inputs})[0]
+                hidden = self.run(feed)
                 out[idx] = pool(hidden, feed["attention_mask"], self.pooling)
                 bar.update(len(idx))
         return out
