@@ -29,7 +29,7 @@ _EXPORTS = {
     "LinkedMention": "biosyn.annotation.annotator",
     # evaluation and training
     "load_benchmark": "biosyn.evaluation.protocol", "run_evaluation": "biosyn.evaluation.evaluate",
-    "Trainer": "biosyn.training.trainer", "TrainConfig": "biosyn.training.trainer",
+    "Trainer": "biosyn.training.trainer", "TrainConfig": "biosyn.training.config",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -61,4 +61,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never run
     from .preprocess.pipeline import Preprocessor, build_dictionary
     from .search.index import NameIndex
     from .search.scoring import Scorer, Similarity
-    from .training.trainer import TrainConfig, Trainer
+    from .training.config import TrainConfig
+    from .training.trainer import Trainer

@@ -12,6 +12,7 @@ from ..data.locate import CORPORA
 from ..data.records import Document
 from ..encoders.onnx import BACKEND_HELP, BACKENDS
 from ..search.scoring import MODES
+from ..training.config import TaggerTrainingConfig
 from .loading import MIN_SCORE_HELP, TAGGER_DEFAULT as DEFAULT_TAGGER
 
 
@@ -29,19 +30,20 @@ def add_parsers(sub) -> None:
     train.add_argument("--train-splits", default="train", help="splits of --corpus to train on, comma-separated (default train)")
     train.add_argument("--base", default="minilm", help="base encoder: 'minilm' (the packaged all-MiniLM-L6-v2) or a transformers folder")
     # The defaults are the shipped tagger's recipe (e2 in docs/tagger.md), so `make run` trains that tagger.
-    train.add_argument("--epochs", type=int, default=6)
-    train.add_argument("--lr", type=float, default=1e-4)
-    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--epochs", type=int, default=TaggerTrainingConfig.epochs)
+    train.add_argument("--lr", type=float, default=TaggerTrainingConfig.lr)
+    train.add_argument("--batch-size", type=int, default=TaggerTrainingConfig.batch_size)
     train.add_argument("--layers", type=int, help="keep only the base encoder's first N layers (faster to train and run, "
                                                   "less accurate; default: all)")
     train.add_argument("--teacher", help="a trained tagger folder with the same tokenizer whose tag distributions are "
                                          "distilled into the new tagger (e.g. a 6-layer one into --layers 3)")
-    train.add_argument("--distill", type=float, default=0.5, help="with --teacher: weight of its soft labels (default 0.5)")
-    train.add_argument("--warmup", type=float, default=0.1, help="share of steps spent warming up (then linear decay)")
+    train.add_argument("--distill", type=float, default=TaggerTrainingConfig.distill,
+                       help=f"with --teacher: weight of its soft labels (default {TaggerTrainingConfig.distill})")
+    train.add_argument("--warmup", type=float, default=TaggerTrainingConfig.warmup, help="share of steps spent warming up (then linear decay)")
     train.add_argument("--max-length", type=int, default=128, help="tokens per window (default 128)")
     train.add_argument("--overlap", type=int, default=16, help="tokens shared by neighbouring training windows (default 16)")
     train.add_argument("--propagate", action="store_true", help="save the tagger with document-level propagation on")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=TaggerTrainingConfig.seed)
     train.add_argument("--device", help="torch device (default: cuda when there is one, else cpu)")
     train.add_argument("--no-dev", action="store_true", help="train every epoch without choosing on dev")
     _common(train)
@@ -128,7 +130,7 @@ def cmd_train(args) -> int:
     from ..model.presets import base_encoder_folder
     from ..ner.lexicon import Lexicon
     from ..ner.tagger import DiseaseTagger, TaggerOptions
-    from ..training.tagger import TaggerTrainingConfig, train_tagger
+    from ..training.tagger import train_tagger
     from ..training.tagger_card import render_tagger_card
 
     train_docs = [d for split in args.train_splits.split(",") for d in read_split(args.corpus, split.strip(), args.data_dir)]

@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 from ..data.locate import CORPORA
+from ..model.rerank import CandidateText, RerankerOptions
 from ..search.scoring import SIMILARITIES
+from ..training.config import PretrainConfig, RerankTrainingConfig, TrainConfig
 
 DEVICE_HELP = "torch device for the encoder, e.g. cpu, cuda, cuda:1 (default: cuda when there is one, else cpu)"
 BASE_HELP = "base encoder: 'minilm' (the packaged all-MiniLM-L6-v2), a biosyn model folder (e.g. `biosyn pretrain` output) or a transformers folder"
@@ -27,8 +29,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="data folder (default: $BIOSYN_DATA_DIR, else the `biosyn data fetch` cache)")
     p.add_argument("--model", default="minilm", help=BASE_HELP)
     p.add_argument("--pooling", choices=("cls", "mean"), help="default: mean for MiniLM, else the encoder's")
-    p.add_argument("--max-length", type=int, default=25)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-length", type=int, default=TrainConfig.max_length)
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--no-bf16", action="store_true", help="fp32 instead of bf16 autocast")
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -38,16 +40,16 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--similarity", choices=SIMILARITIES, default="cosine",
                    help="dense score: BioSyn's inner product, or cosine × --scale (default cosine)")
     p.add_argument("--scale", type=float, default=20.0, help="cosine scale (default 20)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--schedule", choices=("constant", "linear"), default="constant",
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--schedule", choices=("constant", "linear"), default=TrainConfig.schedule,
                    help="learning rate: constant (BioSyn) or linear warm-up then decay to 0 over all epochs")
-    p.add_argument("--warmup", type=float, default=0.0, help="fraction of all steps spent warming up (linear schedule)")
-    p.add_argument("--sparse-lr", type=float, default=0.01)
-    p.add_argument("--sparse-weight-init", type=float, default=0.0)
-    p.add_argument("--topk", type=int, default=20)
-    p.add_argument("--dense-ratio", type=float, default=0.5)
+    p.add_argument("--warmup", type=float, default=TrainConfig.warmup, help="fraction of all steps spent warming up (linear schedule)")
+    p.add_argument("--sparse-lr", type=float, default=TrainConfig.sparse_lr)
+    p.add_argument("--sparse-weight-init", type=float, default=TrainConfig.sparse_weight_init)
+    p.add_argument("--topk", type=int, default=TrainConfig.topk)
+    p.add_argument("--dense-ratio", type=float, default=TrainConfig.dense_ratio)
     p.add_argument("--add-gold", action="store_true",
                    help="beyond BioSyn: a query whose candidates hold no positive gets its best gold name in place of the last one")
     p.add_argument("--slow", action="store_true", help="BioSyn's encoding (every sequence, padded to max length), for timing")
@@ -57,13 +59,14 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                         "protocol, whose published models train on one corpus, so report such figures apart")
 
 
-def _pretrain_options(p: argparse.ArgumentParser, prefix: str = "", steps: int = 150) -> None:
+def _pretrain_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    steps = PretrainConfig.steps
     p.add_argument(f"--{prefix}steps", type=int, default=steps, help=f"pre-training steps (default {steps})")
-    p.add_argument(f"--{prefix}batch-size", type=int, default=64, help="concepts per pre-training step (2 names each)")
-    p.add_argument(f"--{prefix}lr", type=float, default=2e-5)
-    p.add_argument(f"--{prefix}mention-share", type=float, default=0.5,
+    p.add_argument(f"--{prefix}batch-size", type=int, default=PretrainConfig.batch_size, help="concepts per pre-training step (2 names each)")
+    p.add_argument(f"--{prefix}lr", type=float, default=PretrainConfig.lr)
+    p.add_argument(f"--{prefix}mention-share", type=float, default=PretrainConfig.mention_share,
                    help="with training mentions: share of each batch pairing a mention with a name of its concept")
-    p.add_argument(f"--{prefix}neighbours", type=int, default=0, metavar="G",
+    p.add_argument(f"--{prefix}neighbours", type=int, default=PretrainConfig.neighbours, metavar="G",
                    help="build batches of groups of G nearby concepts, G >= 2 (hard negatives; default 0: random concepts)")
 
 
@@ -103,17 +106,17 @@ def add_parsers(subparsers) -> None:
     rep.add_argument("--data-dir")
     rep.add_argument("--model", default="minilm", help=BASE_HELP)
     rep.add_argument("--pooling", choices=("cls", "mean"))
-    rep.add_argument("--max-length", type=int, default=25)
-    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--max-length", type=int, default=TrainConfig.max_length)
+    rep.add_argument("--seed", type=int, default=TrainConfig.seed)
     rep.add_argument("--no-bf16", action="store_true")
     rep.add_argument("--device", help=DEVICE_HELP)
     rep.add_argument("--quiet", action="store_true")
     rep.add_argument("--rerank", action="store_true",
                      help="then train a cross-encoder reranker on the trained model's candidates (<output>/reranker) and "
                           "report the test figure with it beside the one without (docs/rerank.md)")
-    rep.add_argument("--rerank-depth", type=int, default=20, help="candidates the reranker re-scores (default 20)")
-    rep.add_argument("--rerank-epochs", type=int, default=1)
-    rep.add_argument("--rerank-lr", type=float, default=3e-5)
+    rep.add_argument("--rerank-depth", type=int, default=RerankerOptions.depth, help=f"candidates the reranker re-scores (default {RerankerOptions.depth})")
+    rep.add_argument("--rerank-epochs", type=int, default=RerankTrainingConfig.epochs)
+    rep.add_argument("--rerank-lr", type=float, default=RerankTrainingConfig.lr)
     rep.add_argument("--rerank-base", default="minilm", help="the reranker's base encoder: 'minilm' or a transformers folder")
     _train_options(rep)
     _pretrain_options(rep, "pretrain-")
@@ -122,8 +125,6 @@ def add_parsers(subparsers) -> None:
 
 
 def _add_rerank_parser(subparsers) -> None:
-    from ..model.rerank import CandidateText, RerankerOptions
-
     defaults = RerankerOptions()
     rerank = subparsers.add_parser("rerank", help="the cross-encoder reranker: train it on a model's own candidates")
     actions = rerank.add_subparsers(dest="action", required=True)
@@ -147,11 +148,11 @@ def _add_rerank_parser(subparsers) -> None:
     train.add_argument("--max-length", type=int, default=defaults.max_length, help="tokens per (mention, candidate) pair")
     train.add_argument("--gate", type=float, help="re-score only where the model's top two scores are closer than this "
                                                   "(default: everywhere); saved with the reranker")
-    train.add_argument("--epochs", type=int, default=1)
-    train.add_argument("--lr", type=float, default=3e-5)
-    train.add_argument("--batch-size", type=int, default=8, help="queries per step, each with its --depth candidates")
+    train.add_argument("--epochs", type=int, default=RerankTrainingConfig.epochs)
+    train.add_argument("--lr", type=float, default=RerankTrainingConfig.lr)
+    train.add_argument("--batch-size", type=int, default=RerankTrainingConfig.batch_size, help="queries per step, each with its --depth candidates")
     train.add_argument("--max-steps", type=int, help="steps per epoch (probes)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=RerankTrainingConfig.seed)
     train.add_argument("--quiet", action="store_true")
 
 
@@ -171,7 +172,6 @@ def _load_base(args):
 
 
 def _train_config(args):
-    from ..training.trainer import TrainConfig
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse_lr=args.sparse_lr,
                        schedule=args.schedule, warmup=args.warmup,
@@ -223,7 +223,7 @@ def cmd_pretrain(args) -> int:
     from ..data.locate import corpus as corpus_files
     from ..data.vocabularies import load_vocabulary
     from ..preprocess.corpus import corpus_preprocessor
-    from ..training.pretrain import PretrainConfig, pretrain
+    from ..training.pretrain import pretrain
     from ..training.queries import corpus_training_queries
 
     mentions = ()
@@ -247,9 +247,7 @@ def cmd_pretrain(args) -> int:
 
 def reproduce_config(args):
     from ..model.rerank import RerankerOptions
-    from ..training.pretrain import PretrainConfig
     from ..training.reproduce import ReproduceConfig
-    from ..training.rerank import RerankTrainingConfig
 
     pretrain = None if args.no_pretrain else PretrainConfig(
         steps=args.pretrain_steps, batch_size=args.pretrain_batch_size, lr=args.pretrain_lr,
@@ -293,7 +291,7 @@ def cmd_rerank(args) -> int:
     from ..model.rerank import CrossEncoderReranker, RerankerOptions
     from ..model.specs import load_model
     from ..training.queries import corpus_training_queries
-    from ..training.rerank import RerankTrainingConfig, save_reranker, train_reranker
+    from ..training.rerank import save_reranker, train_reranker
     from .loading import attach_index
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]

@@ -27,7 +27,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -37,24 +37,8 @@ from tqdm.auto import tqdm
 from ..data.records import Vocabulary
 from ..model.biosyn import BioSyn
 from ..preprocess.pipeline import Preprocessor
+from .config import PretrainConfig
 from .queries import TrainingQuery
-
-
-@dataclass
-class PretrainConfig:
-    steps: int = 150
-    batch_size: int = 64  # concepts per step (2 names each)
-    lr: float = 2e-5
-    weight_decay: float = 0.01
-    alpha: float = 1.0
-    beta: float = 60.0
-    base: float = 0.5
-    epsilon: float = 0.2
-    max_length: int = 25
-    bf16: bool = True
-    seed: int = 0
-    mention_share: float = 0.5  # with training mentions: share of each batch whose pair is (mention, other name)
-    neighbours: int = 0  # >= 2: batches made of groups of this many nearby concepts; 0: random concepts
 
 
 def synonym_sets(vocabulary: Vocabulary, preprocessor: Preprocessor | None = None) -> list[list[str]]:

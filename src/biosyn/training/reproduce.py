@@ -11,9 +11,8 @@ from pathlib import Path
 
 from ..data.atomic import atomic_write
 from ..model.rerank import RerankerOptions
-from .pretrain import PretrainConfig
-from .rerank import RerankTrainingConfig
-from .trainer import MODEL_DIR, TrainConfig
+from .config import PretrainConfig, RerankTrainingConfig, TrainConfig
+from .trainer import MODEL_DIR
 
 log = logging.getLogger(__name__)
 

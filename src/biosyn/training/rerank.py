@@ -21,20 +21,10 @@ from ..data.records import Candidate
 from ..model.biosyn import BioSyn
 from ..model.rerank import CandidateText, CrossEncoderReranker
 from .candidates import is_positive
+from .config import RerankTrainingConfig
 from .loss import marginal_nll
 from .optimization import adamw, optimizer_step, warmup_linear
 from .queries import TrainingQuery
-
-
-@dataclass
-class RerankTrainingConfig:
-    epochs: int = 1
-    lr: float = 3e-5
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    batch_size: int = 8  # queries per step, each with its `depth` candidates
-    seed: int = 0
-    max_steps: int | None = None  # per epoch (probes and tests)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -25,21 +25,10 @@ from ..data.records import Document
 from ..ner.labels import BEGIN, IGNORE, INSIDE, OUTSIDE
 from ..ner.tagger import DiseaseTagger
 from ..ner.windows import TokenizedText, tokenize, windows
+from .config import TaggerTrainingConfig
 from .optimization import adamw, optimizer_step, warmup_linear
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TaggerTrainingConfig:
-    epochs: int = 6  # the shipped tagger's recipe (docs/tagger.md, e2), as `biosyn tagger train` defaults
-    lr: float = 1e-4
-    batch_size: int = 16
-    warmup: float = 0.1  # share of all steps spent warming up
-    weight_decay: float = 0.01
-    seed: int = 0
-    distill: float = 0.5  # with a teacher: the weight of its soft labels against the gold ones
-    temperature: float = 2.0  # with a teacher: the softmax temperature of both distributions
 
 
 def word_labels(tokenized: TokenizedText, doc: Document) -> list[int]:

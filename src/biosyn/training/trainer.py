@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from ..model.biosyn import BioSyn
 from ..search.scoring import hybrid
 from .candidates import CandidateRetriever, add_gold_positives, candidate_labels, gold_rows
 from .checkpoints import MODEL_DIR, Checkpoints, TrainerState
+from .config import TrainConfig
 from .loss import marginal_nll
 from .optimization import warmup_linear
 from .plot import PLOT_FILE, plot_history
@@ -45,30 +46,6 @@ from .progress import TrainingLog
 from .queries import TrainingQuery
 
 __all__ = ["MODEL_DIR", "TrainConfig", "Trainer", "TrainerState"]
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 2
-    batch_size: int = 16
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    sparse_lr: float = 0.01
-    sparse_weight_init: float = 0.0
-    topk: int = 20
-    dense_ratio: float = 0.5
-    add_gold: bool = False  # beyond BioSyn: a query with no positive candidate gets its best gold name
-    max_length: int = 25
-    seed: int = 0
-    schedule: str = "constant"  # or "linear": warm-up then linear decay to 0 over all epochs
-    warmup: float = 0.0  # fraction of all steps spent warming up (linear schedule)
-    bf16: bool = True
-    fast: bool = True  # False: BioSyn's way (every sequence encoded, padded to max_length)
-    embed_batch_size: int = 256
-    bucket_size: int = 64  # names per length bucket within a step
-    eval_bf16: bool | None = None  # None: as bf16 (then the dev dictionary embedding is reused for retrieval)
-    log_every: int = 10
-    max_steps: int | None = None  # per epoch, for probes and tests
 
 
 class Trainer:
