@@ -51,6 +51,8 @@ from biosyn.preprocess.pipeline import Preprocessor, build_dictionary
 from biosyn.search.index import NameIndex
 
 WIDTH, NOISE, K, PART, QUERIES = 384, 0.5, 20, 250_000, 500
+# (IVF lists probed, names fetched and re-scored) tried by the search phase's sweep.
+SWEEP = ((64, 400), (128, 400), (128, 1000), (256, 400), (256, 1000), (512, 1000))
 LETTERS = "abcdefghijklmnopqrstuvwxyz "
 
 
@@ -205,6 +207,8 @@ def search(args) -> dict:
         index.manifest["faiss"]["nprobe"] = faiss.extract_index_ivf(index._faiss).nprobe = args.nprobe
     if args.candidates:
         index.manifest["faiss"]["candidates"] = args.candidates
+    if args.hybrid_budget:
+        index.manifest["postings"]["hybrid_budget"] = args.hybrid_budget
     after_load = memory()
     texts = json.loads(Path(args.folder).with_suffix(".queries.json").read_text())[: args.queries]
     dense_q = np.load(Path(args.folder).with_suffix(".queries.npy"))[: args.queries]
@@ -222,8 +226,8 @@ def search(args) -> dict:
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     p50["sparse_exact"] = p50_ms(one("sparse", False), 10)
     p50["dense_exact"] = p50_ms(one("dense", False), 2)
-    search = lambda mode, approximate: index.search(K, mode=mode, dense_queries=dense_q, sparse_queries=sparse_q,  # noqa: E731
-                                                    sparse_weight=weight, approximate=approximate)
+    search = lambda mode, approximate, candidates=None: index.search(  # noqa: E731
+        K, mode=mode, dense_queries=dense_q, sparse_queries=sparse_q, sparse_weight=weight, approximate=approximate, candidates=candidates)
     approx = {mode: search(mode, True) for mode in ("dense", "hybrid", "sparse")}
     _, raw = index._faiss.search(dense_q, K)  # IVF-PQ alone, without the exact re-scoring
     started = time.perf_counter()
@@ -232,13 +236,19 @@ def search(args) -> dict:
     sweep = []
     ivf, settings = faiss.extract_index_ivf(index._faiss), index.manifest["faiss"]
     faiss.omp_set_num_threads(1)
-    for nprobe, candidates in ((16, 400), (32, 400), (64, 400), (128, 400), (128, 1000), (256, 1000)) if args.sweep else ():
+    for nprobe, candidates in SWEEP if args.sweep else ():
         ivf.nprobe = nprobe
-        dense = lambda i, c=candidates: index.search(K, mode="dense", dense_queries=dense_q[i:i + 1], approximate=True, candidates=c)  # noqa: E731
-        sweep.append({"nprobe": nprobe, "nlist": settings["nlist"], "candidates": candidates,
-                      f"dense_recall@{K}": recall(index.search(K, mode="dense", dense_queries=dense_q, approximate=True,
-                                                               candidates=candidates).indices, exact["dense"].indices),
-                      "p50_ms": p50_ms(dense, min(100, len(texts)))})
+        row = {"nprobe": nprobe, "nlist": settings["nlist"], "candidates": candidates}
+        for mode in ("dense", "hybrid"):
+            one_mode = lambda i, c=candidates, m=mode: index.search(  # noqa: E731
+                K, mode=m, dense_queries=dense_q[i:i + 1], sparse_queries=index.sparse_encoder.transform(texts[i:i + 1]),
+                sparse_weight=weight, approximate=True, candidates=c)
+            found = search(mode, True, candidates).indices
+            row[mode] = {f"recall@{K}": recall(found, exact[mode].indices), "p50_ms": p50_ms(one_mode, min(100, len(texts)))}
+            if mode == "hybrid":
+                row[mode]["top1_agreement"] = round(float(np.mean(found[:, 0] == exact[mode].indices[:, 0])), 4)
+        sweep.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
     ivf.nprobe = settings["nprobe"]
     return {
         "queries": len(texts), "load_s_with_checksums": round(load_s, 1), "memory_after_load": after_load,
@@ -253,7 +263,7 @@ def search(args) -> dict:
         "hybrid_top1_agreement": round(float(np.mean(approx["hybrid"].indices[:, 0] == exact["hybrid"].indices[:, 0])), 4),
         "sparse_top1_agreement": round(float(np.mean(approx["sparse"].indices[:, 0] == exact["sparse"].indices[:, 0])), 4),
         "exact_reference_s (dense + hybrid + sparse, all queries)": round(exact_s, 1),
-        "ivfpq_nprobe_sweep": sweep,
+        "ivfpq_nprobe_sweep (dense and hybrid, one query at a time)": sweep,
         "search_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
 
@@ -270,6 +280,7 @@ def main() -> None:
     parser.add_argument("--no-sweep", dest="sweep", action="store_false", help="search: skip the nprobe/candidates sweep")
     parser.add_argument("--nprobe", type=int, help="search: IVF lists probed (default: the index's)")
     parser.add_argument("--candidates", type=int, help="search: names over-fetched and re-scored (default: the index's)")
+    parser.add_argument("--hybrid-budget", type=int, help="search: postings the hybrid search's sparse pre-filter reads (default: the index's)")
     args = parser.parse_args()
     report: dict = {"cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2)}
     if args.phase in ("all", "build") and not args.dense_from:
@@ -280,7 +291,7 @@ def main() -> None:
     if args.phase == "search":
         report = search(args)
     elif args.phase == "all":
-        options = [f"--{o}={getattr(args, o)}" for o in ("nprobe", "candidates") if getattr(args, o)] + ([] if args.sweep else ["--no-sweep"])
+        options = [f"--{o.replace('_', '-')}={getattr(args, o)}" for o in ("nprobe", "candidates", "hybrid_budget") if getattr(args, o)] + ([] if args.sweep else ["--no-sweep"])
         child = subprocess.run([sys.executable, __file__, "--phase", "search", "--folder", args.folder, "--queries", str(args.queries), *options],
                                capture_output=True, text=True)
         if child.returncode:

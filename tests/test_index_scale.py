@@ -113,7 +113,7 @@ def test_the_postings_prefilter_finds_the_exact_sparse_top_k_among_few_names(tmp
     np.testing.assert_array_equal(approx.indices, exact.indices)
     np.testing.assert_array_equal(approx.scores, exact.scores)
     loaded = NameIndex.load(index.save(tmp_path / "idx"))
-    assert loaded.manifest["postings"] == {"budget": 7, "pool": 100}
+    assert loaded.manifest["postings"] == {"budget": 7, "pool": 100, "hybrid_budget": 20_000, "hybrid_pool": 512, "hybrid_depth": 64}
     np.testing.assert_array_equal(loaded.search(3, mode="sparse", sparse_queries=query, approximate=True).indices, exact.indices)
     np.save(tmp_path / "idx" / "postings_rows.npy", np.full(index.sparse_matrix.nnz, len(names), np.int32))
     with pytest.raises(CorruptIndexError, match="postings_rows.npy: name numbers outside"):
@@ -124,6 +124,31 @@ def test_the_postings_prefilter_finds_the_exact_sparse_top_k_among_few_names(tmp
         (tmp_path / "idx" / MANIFEST).write_text(json.dumps({**manifest, field: value}))
         with pytest.raises(CorruptIndexError, match=message):
             NameIndex.load(tmp_path / "idx")
+
+
+def test_hybrid_approximate_search_adds_the_name_only_the_sparse_side_finds(tmp_path):
+    fillers, rng = random_index(2000)
+    target = "xyzzy qx"
+    query = fillers.dense_matrix[0]
+    dense = np.vstack([fillers.dense_matrix, -query])  # the target is the dense side's very last name
+    names = [*fillers.names, target]
+    index = NameIndex.build(Dictionary(DictionaryEntry(s, (f"C{i}",)) for i, s in enumerate(names)), dense_matrix=dense)
+    index.add_faiss("hnsw", candidates=4)
+    sparse_q = index.sparse_encoder.transform([target])
+    search = lambda **kw: index.search(1, mode="hybrid", dense_queries=query[None, :], sparse_queries=sparse_q,  # noqa: E731
+                                       sparse_weight=3.0, **kw).indices[0, 0]
+    assert search() == len(fillers)  # exact: the sparse match outweighs the dense one
+    # Without postings the sparse side is searched exactly; with them, n-grams rarest first. A budget of 5
+    # postings takes only the target's rare n-grams (few hits: summed by sorting), the default all of them
+    # (many: counted into an array of all the names).
+    assert search(approximate=True) == len(fillers)
+    for budget in (5, None):
+        index.add_postings(hybrid_budget=budget)
+        assert search(approximate=True) == len(fillers)
+        loaded = NameIndex.load(index.save(tmp_path / f"idx-{budget}"))
+        assert loaded.manifest["postings"]["hybrid_budget"] == (budget or 20_000)
+        assert loaded.search(1, mode="hybrid", dense_queries=query[None, :], sparse_queries=sparse_q, sparse_weight=3.0,
+                             approximate=True).indices[0, 0] == len(fillers)
 
 
 def test_the_sparse_encoder_counts_in_chunks_alike(monkeypatch):

@@ -57,9 +57,15 @@ POSTINGS = {"indptr": np.int64, "rows": np.int32, "data": np.float32}
 DENSE_DTYPES = ("float32", "float16")
 APPROXIMATE_KINDS = ("hnsw", "ivf", "ivfpq")
 # Approximate sparse search: n-grams are taken rarest first while their postings add up to at
-# most `budget` names (default: a third of the names, at least 100,000); the `pool` names with
-# the best partial score are scored exactly. Tuned at 1M names (docs/results.md).
+# most `budget` names; the `pool` names with the best partial score are scored exactly, and the
+# best `depth` are the candidates. In sparse mode the budget is a third of the names (at least
+# 100,000), the pool 8,192 and the depth the search's candidates. In hybrid mode the dense
+# candidates carry the score (the sparse weight is a fraction of the dense scale), so the sparse
+# side only adds the names sharing nearly all the query's n-grams: a twentieth of the names (at
+# least 20,000), a pool of 512 and a depth of 64. Tuned at 1M and 4M names (docs/results.md).
 POSTINGS_POOL = 8192
+HYBRID_POSTINGS_POOL = 512
+HYBRID_POSTINGS_DEPTH = 64
 IVF_NPROBE = 16  # IVF-flat lists searched a query; IVF-PQ searches a quarter of its lists
 IVFPQ_CANDIDATES = 1000  # names an IVF-PQ search fetches and re-scores exactly
 _ROWS_AT_ONCE = 65536  # dense rows converted to float32 at a time (FAISS training and adding, checks)
@@ -405,14 +411,16 @@ class NameIndex:
         self.manifest["faiss"] = settings
         return index
 
-    def add_postings(self, *, budget: int | None = None, pool: int | None = None) -> None:
-        """The sparse rows by n-gram (an inverted index), for approximate sparse search over
-        millions of names; `budget` and `pool` as described at POSTINGS_POOL."""
+    def add_postings(self, *, budget: int | None = None, pool: int | None = None, hybrid_budget: int | None = None,
+                     hybrid_pool: int | None = None, hybrid_depth: int | None = None) -> None:
+        """The sparse rows by n-gram (an inverted index), for approximate sparse and hybrid search
+        over millions of names; the settings as described at POSTINGS_POOL."""
         columns = sp.csc_matrix(as_csr32(self.sparse_matrix))
         columns.sort_indices()
         self.postings = {part: np.asarray(array, dtype=POSTINGS[part])
                          for part, array in (("indptr", columns.indptr), ("rows", columns.indices), ("data", columns.data))}
-        self.manifest["postings"] = {"budget": budget or max(100_000, len(self) // 3), "pool": pool or POSTINGS_POOL}
+        self.manifest["postings"] = {"budget": budget or max(100_000, len(self) // 3), "pool": pool or POSTINGS_POOL,
+                                     **_hybrid_postings(len(self), hybrid_budget, hybrid_pool, hybrid_depth)}
 
     # -- search ----------------------------------------------------------------------------
 
@@ -497,23 +505,30 @@ class NameIndex:
                 raise ValueError("this index has no approximate (FAISS) part; build it with --approximate-kind")
             found.append(self._faiss.search(np.ascontiguousarray(dense_q, dtype=np.float32), depth)[1])
         if mode != "dense":
-            found.append(self._sparse_candidates(sparse_q, depth) if self.postings is not None
+            found.append(self._sparse_candidates(sparse_q, depth, hybrid=mode == "hybrid") if self.postings is not None
                          else self._exact(depth, "sparse", None, sparse_q, 1.0, 128))
         joined = np.concatenate(found, axis=1)
         # Union per query; duplicates and FAISS's own fillers become -1.
         out = np.full_like(joined, -1)
         for i, row in enumerate(joined):
-            uniq = list(dict.fromkeys(int(x) for x in row if x >= 0))
-            out[i, : len(uniq)] = uniq
+            row = row[row >= 0]
+            _, first = np.unique(row, return_index=True)
+            out[i, : len(first)] = row[np.sort(first)]  # in the order found
         return out
 
-    def _sparse_candidates(self, sparse_q, depth: int) -> np.ndarray:
-        """Per query, the `depth` best names by exact sparse score among those sharing its rarest
-        n-grams (see POSTINGS_POOL); padded with -1. Its recall against the exact sparse
-        top-k is measured by benchmarks/index_scale.py (docs/results.md)."""
+    def _sparse_candidates(self, sparse_q, depth: int, *, hybrid: bool = False) -> np.ndarray:
+        """Per query, the best names by exact sparse score among those sharing its rarest n-grams
+        (see POSTINGS_POOL): `depth` of them, or the hybrid setting's; padded with -1. Its recall
+        against the exact top-k is measured by benchmarks/index_scale.py (docs/results.md)."""
         assert self.postings is not None
         indptr, rows, data = self.postings["indptr"], self.postings["rows"], self.postings["data"]
         settings = self.manifest["postings"]
+        if hybrid:
+            # Indexes saved before the hybrid settings existed take their defaults.
+            settings = _hybrid_postings(len(self), settings.get("hybrid_budget"), settings.get("hybrid_pool"), settings.get("hybrid_depth"))
+            budget, pool, depth = settings["hybrid_budget"], settings["hybrid_pool"], min(depth, settings["hybrid_depth"])
+        else:
+            budget, pool = settings["budget"], settings["pool"]
         queries = as_csr32(sparse_q)
         out = np.full((queries.shape[0], depth), -1, dtype=np.int64)
         for i in range(queries.shape[0]):
@@ -523,14 +538,20 @@ class NameIndex:
                 continue
             lengths = indptr[terms + 1] - indptr[terms]
             rarest = np.argsort(lengths, kind="stable")
-            taken = rarest[: max(1, int(np.searchsorted(np.cumsum(lengths[rarest]), settings["budget"], side="right")))]
+            taken = rarest[: max(1, int(np.searchsorted(np.cumsum(lengths[rarest]), budget, side="right")))]
             hit = np.concatenate([rows[indptr[t] : indptr[t + 1]] for t in terms[taken]])
             partial = np.concatenate([w * data[indptr[t] : indptr[t + 1]] for t, w in zip(terms[taken], weights[taken])])
-            # The partial score per name; counting into an array of all names beats sorting the hits.
-            partial = np.bincount(hit, weights=partial, minlength=len(self))
-            names = np.flatnonzero(partial)
-            if len(names) > settings["pool"]:
-                names = np.sort(names[np.argpartition(-partial[names], settings["pool"])[: settings["pool"]]])
+            # The partial score per name: few hits are summed by sorting them, many by counting into an
+            # array of all the names (at 4M names sorting is the faster below about n/4 hits).
+            if len(hit) * 4 < len(self):
+                names, inverse = np.unique(hit, return_inverse=True)
+                partial = np.bincount(inverse, weights=partial)
+            else:
+                partial = np.bincount(hit, weights=partial, minlength=len(self))
+                names = np.flatnonzero(partial)
+                partial = partial[names]
+            if len(names) > pool:
+                names = np.sort(names[np.argpartition(-partial, pool)[:pool]])
             exact = sparse_scores(queries[i], self.sparse_matrix, names[None, :])[0]
             best = np.lexsort((names, -exact))[:depth]
             out[i, : len(best)] = names[best]
@@ -561,6 +582,11 @@ def _all_finite(array: np.ndarray) -> bool:
 def _pq_codes(d: int) -> int:
     """One 4-bit code (a 16-centroid sub-quantizer) per 4 dimensions, or the largest even divisor of d below that."""
     return next((m for m in range(max(2, d // 4), 1, -1) if d % m == 0 and m % 2 == 0), 2)
+
+
+def _hybrid_postings(n: int, budget: int | None, pool: int | None, depth: int | None) -> dict[str, int]:
+    return {"hybrid_budget": budget or max(20_000, n // 20), "hybrid_pool": pool or HYBRID_POSTINGS_POOL,
+            "hybrid_depth": depth or HYBRID_POSTINGS_DEPTH}
 
 
 def _configure_faiss(index, settings: dict) -> None:
@@ -599,7 +625,7 @@ def _read_manifest(path: Path) -> dict:
         raise CorruptIndexError(path, None, "dense_dim", f"expected a positive integer, got {dim!r}")
     if manifest.get("dense_dtype") not in (None, *DENSE_DTYPES):
         raise CorruptIndexError(path, None, "dense_dtype", f"expected one of {', '.join(DENSE_DTYPES)}, got {manifest['dense_dtype']!r}")
-    for field, ints in (("faiss", ("nlist", "nprobe", "candidates", "pq_m", "hnsw_m", "ef_search")), ("postings", ("budget", "pool"))):
+    for field, ints in (("faiss", ("nlist", "nprobe", "candidates", "pq_m", "hnsw_m", "ef_search")), ("postings", ("budget", "pool", "hybrid_budget", "hybrid_pool", "hybrid_depth"))):
         settings = manifest.get(field, {})
         if not isinstance(settings, dict) or any(settings.get(key) is not None and (type(settings[key]) is not int or settings[key] < 1)
                                                  for key in ints):
