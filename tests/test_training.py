@@ -338,6 +338,14 @@ def test_soup_averages_weights_and_refuses_mismatches(tmp_path):
     state = loaded.encoder.model.state_dict()
     assert all(torch.allclose(state[k], v) for k, v in expected.items())
     assert loaded.sparse_weight == 1.0 and loaded.fingerprint not in (a.fingerprint, b.fingerprint)
+    # Weighted (WiSE-FT): three quarters of the way to b.
+    weighted = soup([tmp_path / "ma", tmp_path / "mb"], tmp_path / "wise", weights=[1, 3])
+    assert weighted.sparse_weight == 1.25
+    state = BioSyn.from_pretrained(tmp_path / "wise", device="cpu").encoder.model.state_dict()
+    assert all(torch.allclose(state[k], (a.encoder.model.state_dict()[k] + 3 * b.encoder.model.state_dict()[k]) / 4, atol=1e-6)
+               for k in expected)
+    with pytest.raises(ValueError, match="one non-negative weight per model"):
+        average_models([a, b], [1.0])
     b.configure(scale=10.0)
     with pytest.raises(ValueError, match="scale"):
         average_models([a, b])

@@ -158,9 +158,12 @@ def _add_rerank_parser(subparsers) -> None:
 
 def _add_soup_parser(subparsers) -> None:
     soup = subparsers.add_parser("soup", help="average the weights of models trained from one start (model soup)",
-                                 description="Uniform weight average of biosyn model folders that share architecture, "
-                                             "similarity and sparse encoder (e.g. `biosyn train` runs with other seeds).")
+                                 description="Weight average of biosyn model folders that share architecture, similarity "
+                                             "and sparse encoder: uniform over `biosyn train` runs with other seeds (a soup), "
+                                             "or weighted between a trained model and its start (WiSE-FT).")
     soup.add_argument("models", nargs="+", help="biosyn model folders")
+    soup.add_argument("--weights", type=float, nargs="+", metavar="W",
+                      help="one weight per model, normalised to sum to 1 (default: uniform), e.g. 0.7 0.3 for a trained model and its start")
     soup.add_argument("--output", required=True, help="folder for the averaged model")
 
 
@@ -277,8 +280,11 @@ def cmd_soup(args) -> int:
 
     if len(args.models) < 2:
         raise SystemExit("soup: give at least two model folders")
-    soup(args.models, args.output)
-    write_model_card(Path(args.output), {"stage": f"uniform weight average (model soup) of {', '.join(args.models)}",
+    if args.weights is not None and len(args.weights) != len(args.models):
+        raise SystemExit(f"soup: --weights needs one weight per model ({len(args.models)}), not {len(args.weights)}")
+    soup(args.models, args.output, weights=args.weights)
+    how = "uniform" if args.weights is None else f"weighted ({', '.join(f'{w:g}' for w in args.weights)})"
+    write_model_card(Path(args.output), {"stage": f"{how} weight average (model soup) of {', '.join(args.models)}",
                                          "command": _command_line()})
     print(f"model: {args.output}")
     return 0

@@ -2,8 +2,10 @@
 
 BioSyn runs that differ only in their seed end in nearby weights; their uniform average is
 one model of the same size and speed that varies less from seed to seed than any single run.
-Encoder tensors and sparse weights are averaged; every model must share the architecture,
-pooling, similarity, scale and sparse encoder (the vocabulary's TF-IDF), which is checked.
+A weighted average of a fine-tuned model and its starting point (WiSE-FT, Wortsman et al.,
+CVPR 2022) moves part of the way back toward what the start knew. Encoder tensors and sparse
+weights are averaged; every model must share the architecture, pooling, similarity, scale and
+sparse encoder (the vocabulary's TF-IDF), which is checked.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import torch
-
 from ..data.atomic import atomic_dir
 from ..model.biosyn import BioSyn
 from ..search.index import sparse_fingerprint
 
 
-def average_models(models: Sequence[BioSyn]) -> BioSyn:
-    """`models[0]`, its encoder weights and sparse weight replaced by the mean of all `models`'."""
+def average_models(models: Sequence[BioSyn], weights: Sequence[float] | None = None) -> BioSyn:
+    """`models[0]`, its encoder weights and sparse weight replaced by the mean of all `models`',
+    weighted by `weights` (normalised to sum to 1; default: uniform)."""
     if not models:
         raise ValueError("nothing to average")
+    weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(models) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"give one non-negative weight per model, not summing to 0 (got {weights} for {len(models)} models)")
+    shares = [w / sum(weights) for w in weights]
     first = models[0]
     for i, m in enumerate(models[1:], start=2):
         same = (m.similarity, m.scale, m.encoder.pooling, m.encoder.max_length) == \
@@ -38,18 +43,20 @@ def average_models(models: Sequence[BioSyn]) -> BioSyn:
     averaged = {}
     for name, tensor in states[0].items():
         if tensor.is_floating_point():
-            averaged[name] = torch.stack([s[name].float() for s in states]).mean(0).to(tensor.dtype)
+            averaged[name] = sum(share * s[name].float() for share, s in zip(shares, states)).to(tensor.dtype)
         else:  # integer buffers (position ids) are equal
             averaged[name] = tensor.clone()
     first.encoder.model.load_state_dict(averaged)
-    first.sparse_weight = float(sum(m.sparse_weight for m in models) / len(models))
+    first.sparse_weight = float(sum(share * m.sparse_weight for share, m in zip(shares, models)))
     first.weights_changed()
     return first
 
 
-def soup(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, extra: dict | None = None) -> BioSyn:
-    """Averages the model folders `paths` and saves the result to `output`."""
-    model = average_models([BioSyn.from_pretrained(p, device="cpu") for p in paths])  # averaging needs no GPU
+def soup(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, weights: Sequence[float] | None = None,
+         extra: dict | None = None) -> BioSyn:
+    """Averages the model folders `paths` (weighted by `weights`) and saves the result to `output`."""
+    model = average_models([BioSyn.from_pretrained(p, device="cpu") for p in paths], weights)  # averaging needs no GPU
+    recipe = {"soup_of": [str(p) for p in paths], **({"soup_weights": [float(w) for w in weights]} if weights is not None else {})}
     with atomic_dir(output) as tmp:
-        model.save_pretrained(tmp, extra={"soup_of": [str(p) for p in paths], **(extra or {})})
+        model.save_pretrained(tmp, extra={**recipe, **(extra or {})})
     return model
