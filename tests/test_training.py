@@ -129,6 +129,15 @@ def _trainer(tmp_path, out, epochs, device="cpu", **kw):
     return Trainer(model, select_queries(mentions, vocab).queries, dictionary, vocab, config, out, progress=False)
 
 
+def test_bf16_by_default_only_where_the_device_computes_it(tmp_path, monkeypatch):
+    import biosyn.training.trainer as trainer_module
+
+    for native in (False, True):
+        monkeypatch.setattr(trainer_module, "native_bf16", lambda device, native=native: native)
+        assert _trainer(tmp_path / str(native), tmp_path / f"run-{native}", 1, bf16=None).config.bf16 is native
+    assert _trainer(tmp_path / "off", tmp_path / "run-off", 1, bf16=False).config.bf16 is False  # --no-bf16 wins
+
+
 def test_two_steps_lower_the_loss(tmp_path):
     trainer = _trainer(tmp_path, tmp_path / "run", 1)
     cand, sparse, labels = trainer.retrieve()

@@ -20,6 +20,8 @@ from ..search.scoring import SIMILARITIES
 from ..training.config import PretrainConfig, RerankTrainingConfig, TrainConfig
 
 DEVICE_HELP = "torch device for the encoder, e.g. cpu, cuda, cuda:1 (default: cuda when there is one, else cpu)"
+NO_BF16_HELP = ("fp32 throughout (default: bf16 autocast where the device computes bf16 natively: a GPU, or a CPU with "
+                "AVX512-BF16 or AMX; elsewhere fp32, as emulated bf16 is many times slower)")
 BASE_HELP = "base encoder: 'minilm' (the packaged all-MiniLM-L6-v2), a biosyn model folder (e.g. `biosyn pretrain` output) or a transformers folder"
 
 
@@ -31,7 +33,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pooling", choices=("cls", "mean"), help="default: mean for MiniLM, else the encoder's")
     p.add_argument("--max-length", type=int, default=TrainConfig.max_length)
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
-    p.add_argument("--no-bf16", action="store_true", help="fp32 instead of bf16 autocast")
+    p.add_argument("--no-bf16", action="store_true", help=NO_BF16_HELP)
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -108,7 +110,7 @@ def add_parsers(subparsers) -> None:
     rep.add_argument("--pooling", choices=("cls", "mean"))
     rep.add_argument("--max-length", type=int, default=TrainConfig.max_length)
     rep.add_argument("--seed", type=int, default=TrainConfig.seed)
-    rep.add_argument("--no-bf16", action="store_true")
+    rep.add_argument("--no-bf16", action="store_true", help=NO_BF16_HELP)
     rep.add_argument("--device", help=DEVICE_HELP)
     rep.add_argument("--quiet", action="store_true")
     rep.add_argument("--rerank", action="store_true",
@@ -179,7 +181,7 @@ def _train_config(args):
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse_lr=args.sparse_lr,
                        schedule=args.schedule, warmup=args.warmup,
                        sparse_weight_init=args.sparse_weight_init, topk=args.topk, dense_ratio=args.dense_ratio, add_gold=args.add_gold,
-                       max_length=args.max_length, seed=args.seed, bf16=not args.no_bf16, fast=not args.slow,
+                       max_length=args.max_length, seed=args.seed, bf16=False if args.no_bf16 else None, fast=not args.slow,
                        max_steps=args.max_steps)
 
 
@@ -239,7 +241,7 @@ def cmd_pretrain(args) -> int:
         preprocessor = corpus_preprocessor(args.corpus, args.data_dir)
     model = _load_base(args)
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
-                            bf16=not args.no_bf16, seed=args.seed, mention_share=args.mention_share,
+                            bf16=False if args.no_bf16 else None, seed=args.seed, mention_share=args.mention_share,
                             neighbours=args.neighbours)
     summary = pretrain(model, vocab, config, preprocessor=preprocessor, mentions=mentions,
                        output_dir=args.output, progress=not args.quiet)

@@ -21,7 +21,7 @@ class TrainConfig:
     seed: int = 0
     schedule: str = "constant"  # or "linear": warm-up then linear decay to 0 over all epochs
     warmup: float = 0.0  # fraction of all steps spent warming up (linear schedule)
-    bf16: bool = True
+    bf16: bool | None = None  # bf16 autocast; None: where the device computes bf16 natively (`encoders.dense.native_bf16`)
     fast: bool = True  # False: BioSyn's way (every sequence encoded, padded to max_length)
     embed_batch_size: int = 256
     bucket_size: int = 64  # names per length bucket within a step
@@ -41,7 +41,7 @@ class PretrainConfig:
     base: float = 0.5
     epsilon: float = 0.2
     max_length: int = 25
-    bf16: bool = True
+    bf16: bool | None = None  # as TrainConfig.bf16
     seed: int = 0
     mention_share: float = 0.5  # with training mentions: share of each batch whose pair is (mention, other name)
     neighbours: int = 0  # >= 2: batches made of groups of this many nearby concepts; 0: random concepts

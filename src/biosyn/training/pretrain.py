@@ -27,7 +27,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.records import Vocabulary
+from ..encoders.dense import native_bf16
 from ..model.biosyn import BioSyn
 from ..preprocess.pipeline import Preprocessor
 from .config import PretrainConfig
@@ -173,12 +174,14 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
         raise ValueError(f"neighbours: 0 (random concepts) or a group size of at least 2, not {config.neighbours}")
     sampler = PairSampler(concept_names(vocabulary, preprocessor, mentions), config.batch_size, config.mention_share)
     encoder = model.encoder
+    if config.bf16 is None:
+        config = replace(config, bf16=native_bf16(encoder.device))
     encoder.max_length = config.max_length
     neighbour_seconds = 0.0
     if config.neighbours > 1:
         t = time.perf_counter()
         # twice the group size, so a group still fills when some neighbours are already in the batch
-        sampler.group_neighbours(nearest_sets(encoder, sampler.sets, 2 * config.neighbours, bf16=config.bf16), config.neighbours)
+        sampler.group_neighbours(nearest_sets(encoder, sampler.sets, 2 * config.neighbours, bf16=bool(config.bf16)), config.neighbours)
         neighbour_seconds = time.perf_counter() - t
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -190,7 +193,7 @@ def pretrain(model: BioSyn, vocabulary: Vocabulary, config: PretrainConfig, *, p
     with log_file as log, tqdm(range(config.steps), desc="pretrain", unit="step", disable=not progress) as bar:
         for step in bar:
             texts, labels = sampler.draw(rng)
-            with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bool(config.bf16)):
                 emb = encoder.encode(texts)
             loss = multi_similarity_loss(emb, torch.tensor(labels, device=emb.device), alpha=config.alpha, beta=config.beta,
                                          base=config.base, epsilon=config.epsilon)

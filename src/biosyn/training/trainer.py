@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.records import Dictionary, Vocabulary
+from ..encoders.dense import native_bf16
 from ..model.biosyn import BioSyn
 from ..search.scoring import hybrid
 from .candidates import CandidateRetriever, add_gold_positives, candidate_labels, gold_rows
@@ -56,6 +57,8 @@ class Trainer:
             raise ValueError("training needs a dense encoder")
         if not queries:
             raise ValueError("no training queries left after filtering")
+        if config.bf16 is None:
+            config = replace(config, bf16=native_bf16(model.encoder.device))
         self.model, self.config, self.dev = model, config, dev
         self.queries = list(queries)
         self.dictionary, self.vocabulary = dictionary, vocabulary
@@ -132,7 +135,7 @@ class Trainer:
     def batch_scores(self, query_texts: list[str], candidate_names: list[list[str]], sparse: torch.Tensor) -> torch.Tensor:
         """Hybrid scores [B, K] with gradients."""
         flat = [n for row in candidate_names for n in row]
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bool(self.config.bf16))
         with autocast:
             if self.config.fast:
                 unique = list(dict.fromkeys(query_texts + flat))
