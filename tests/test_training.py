@@ -358,6 +358,9 @@ def test_soup_averages_weights_and_refuses_mismatches(tmp_path):
     b.configure(scale=10.0)
     with pytest.raises(ValueError, match="scale"):
         average_models([a, b])
+    b.sparse_weight = 9.0
+    kept = average_models([a, b], [1, 1], encoder_only=True)  # other scoring: only the encoders are averaged
+    assert kept.scale == a.scale and kept.sparse_weight == 0.5
     with pytest.raises(ValueError):
         average_models([])
 

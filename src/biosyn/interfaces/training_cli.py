@@ -166,6 +166,9 @@ def _add_soup_parser(subparsers) -> None:
     soup.add_argument("models", nargs="+", help="biosyn model folders")
     soup.add_argument("--weights", type=float, nargs="+", metavar="W",
                       help="one weight per model, normalised to sum to 1 (default: uniform), e.g. 0.7 0.3 for a trained model and its start")
+    soup.add_argument("--encoder-only", action="store_true",
+                      help="average the encoders only and keep the first model's similarity, scale and sparse weight "
+                           "(WiSE-FT toward a `biosyn pretrain` folder saved with other scoring)")
     soup.add_argument("--output", required=True, help="folder for the averaged model")
 
 
@@ -284,7 +287,7 @@ def cmd_soup(args) -> int:
         raise SystemExit("soup: give at least two model folders")
     if args.weights is not None and len(args.weights) != len(args.models):
         raise SystemExit(f"soup: --weights needs one weight per model ({len(args.models)}), not {len(args.weights)}")
-    soup(args.models, args.output, weights=args.weights)
+    soup(args.models, args.output, weights=args.weights, encoder_only=args.encoder_only)
     how = "uniform" if args.weights is None else f"weighted ({', '.join(f'{w:g}' for w in args.weights)})"
     write_model_card(Path(args.output), {"stage": f"{how} weight average (model soup) of {', '.join(args.models)}",
                                          "command": _command_line()})

@@ -18,9 +18,11 @@ from ..model.biosyn import BioSyn
 from ..search.index import sparse_fingerprint
 
 
-def average_models(models: Sequence[BioSyn], weights: Sequence[float] | None = None) -> BioSyn:
+def average_models(models: Sequence[BioSyn], weights: Sequence[float] | None = None, *, encoder_only: bool = False) -> BioSyn:
     """`models[0]`, its encoder weights and sparse weight replaced by the mean of all `models`',
-    weighted by `weights` (normalised to sum to 1; default: uniform)."""
+    weighted by `weights` (normalised to sum to 1; default: uniform). `encoder_only` averages the
+    encoders alone and keeps `models[0]`'s scoring (similarity, scale, sparse encoder and weight):
+    WiSE-FT toward a start, such as a `biosyn pretrain` folder, that was saved with other scoring."""
     if not models:
         raise ValueError("nothing to average")
     weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
@@ -29,10 +31,12 @@ def average_models(models: Sequence[BioSyn], weights: Sequence[float] | None = N
     shares = [w / sum(weights) for w in weights]
     first = models[0]
     for i, m in enumerate(models[1:], start=2):
-        same = (m.similarity, m.scale, m.encoder.pooling, m.encoder.max_length) == \
-               (first.similarity, first.scale, first.encoder.pooling, first.encoder.max_length)
-        if not same:
-            raise ValueError(f"model {i} differs from model 1 in similarity, scale, pooling or max length")
+        if (m.encoder.pooling, m.encoder.max_length) != (first.encoder.pooling, first.encoder.max_length):
+            raise ValueError(f"model {i} differs from model 1 in pooling or max length")
+        if encoder_only:
+            continue
+        if (m.similarity, m.scale) != (first.similarity, first.scale):
+            raise ValueError(f"model {i} differs from model 1 in similarity or scale")
         if (m.sparse_encoder is None) != (first.sparse_encoder is None) or (
                 m.sparse_encoder is not None and first.sparse_encoder is not None
                 and sparse_fingerprint(m.sparse_encoder) != sparse_fingerprint(first.sparse_encoder)):
@@ -47,16 +51,19 @@ def average_models(models: Sequence[BioSyn], weights: Sequence[float] | None = N
         else:  # integer buffers (position ids) are equal
             averaged[name] = tensor.clone()
     first.encoder.model.load_state_dict(averaged)
-    first.sparse_weight = float(sum(share * m.sparse_weight for share, m in zip(shares, models)))
+    if not encoder_only:
+        first.sparse_weight = float(sum(share * m.sparse_weight for share, m in zip(shares, models)))
     first.weights_changed()
     return first
 
 
 def soup(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, weights: Sequence[float] | None = None,
-         extra: dict | None = None) -> BioSyn:
-    """Averages the model folders `paths` (weighted by `weights`) and saves the result to `output`."""
-    model = average_models([BioSyn.from_pretrained(p, device="cpu") for p in paths], weights)  # averaging needs no GPU
-    recipe = {"soup_of": [str(p) for p in paths], **({"soup_weights": [float(w) for w in weights]} if weights is not None else {})}
+         encoder_only: bool = False, extra: dict | None = None) -> BioSyn:
+    """Averages the model folders `paths` (see `average_models`) and saves the result to `output`."""
+    models = [BioSyn.from_pretrained(p, device="cpu") for p in paths]  # averaging needs no GPU
+    model = average_models(models, weights, encoder_only=encoder_only)
+    recipe = {"soup_of": [str(p) for p in paths], **({"soup_weights": [float(w) for w in weights]} if weights is not None else {}),
+              **({"soup_encoder_only": True} if encoder_only else {})}
     with atomic_dir(output) as tmp:
         model.save_pretrained(tmp, extra={**recipe, **(extra or {})})
     return model
