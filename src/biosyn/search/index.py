@@ -439,9 +439,10 @@ class NameIndex:
         """Top-k names for each query: the hybrid score (`scoring.hybrid`), or either half alone.
         Dense queries and rows come prepared by `scoring.Scorer.vectors`.
 
-        `approximate` takes `candidates` dense candidates from the FAISS index and as many sparse
-        candidates from the postings (`add_postings`; without them, from the exact sparse search),
-        then re-scores their union exactly. Sparse mode is approximate only with postings.
+        `approximate` takes `candidates` dense candidates from the FAISS index and sparse candidates
+        from the postings (`add_postings`: as many in sparse mode, the hybrid settings' few in hybrid
+        mode; without postings, from the exact sparse search), then re-scores their union exactly.
+        Sparse mode is approximate only with postings.
         """
         check_mode(mode)
         if mode != "sparse" and (dense_queries is None or self.dense_matrix is None):
