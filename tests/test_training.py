@@ -365,24 +365,6 @@ def test_soup_averages_weights_and_refuses_mismatches(tmp_path):
         average_models([])
 
 
-def test_wise_ft_moves_a_saved_encoder_part_of_the_way_back_and_keeps_its_record(tmp_path):
-    from biosyn.training.reproduce import _wise_ft
-
-    start, vocab, _, _ = _setup(tmp_path / "a", seed=0)
-    trained, _, _, _ = _setup(tmp_path / "b", seed=1)
-    trained.fit_sparse(vocab)
-    trained.save_pretrained(tmp_path / "m", extra={"training": {"epochs": 3}})
-    start_state = start.encoder.model.state_dict()
-    _wise_ft(tmp_path / "m", start_state, 0.25)
-    moved = BioSyn.from_pretrained(tmp_path / "m", device="cpu")
-    state, before = moved.encoder.model.state_dict(), trained.encoder.model.state_dict()
-    assert all(torch.allclose(state[k], 0.75 * before[k] + 0.25 * start_state[k], atol=1e-6) for k in state if state[k].is_floating_point())
-    saved = json.loads((tmp_path / "m" / "biosyn.json").read_text())
-    assert saved["wise_ft"] == 0.25 and saved["training"] == {"epochs": 3} and moved.scale == trained.scale
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        _wise_ft(tmp_path / "m", start_state, 1.5)
-
-
 def test_dev_evaluation_gives_the_index_and_precision_back_even_when_it_fails(tmp_path, monkeypatch):
     import biosyn.evaluation.evaluate as evaluate
     from biosyn.evaluation.protocol import custom_benchmark

@@ -113,9 +113,6 @@ def add_parsers(subparsers) -> None:
     rep.add_argument("--no-bf16", action="store_true", help=NO_BF16_HELP)
     rep.add_argument("--device", help=DEVICE_HELP)
     rep.add_argument("--quiet", action="store_true")
-    rep.add_argument("--wise-ft", type=float, metavar="SHARE",
-                     help="move the trained encoder this share of the way back to the pre-trained weights (WiSE-FT; "
-                          "keeps what pre-training knew, see docs/training.md); default: not at all")
     rep.add_argument("--rerank", action="store_true",
                      help="then train a cross-encoder reranker on the trained model's candidates (<output>/reranker) and "
                           "report the test figure with it beside the one without (docs/rerank.md)")
@@ -265,7 +262,7 @@ def reproduce_config(args):
         mention_share=args.pretrain_mention_share, neighbours=args.pretrain_neighbours)
     return ReproduceConfig(corpus=args.corpus_name, output=args.output, data_dir=args.data_dir, vocabulary=args.vocabulary,
                            model=args.model, pooling=args.pooling, similarity=args.similarity, scale=args.scale,
-                           device=args.device, seeds=args.seeds, pretrain=pretrain, pretrain_mentions=args.pretrain_mentions, wise_ft=args.wise_ft,
+                           device=args.device, seeds=args.seeds, pretrain=pretrain, pretrain_mentions=args.pretrain_mentions,
                            add_corpora=args.add_corpus, train=_train_config(args), progress=not args.quiet,
                            rerank=RerankTrainingConfig(epochs=args.rerank_epochs, lr=args.rerank_lr, seed=args.seed,
                                                        max_steps=args.max_steps) if args.rerank else None,

@@ -37,8 +37,6 @@ class ReproduceConfig:
     pretrain: PretrainConfig | None = field(default_factory=PretrainConfig)  # None: no synonym pre-training
     pretrain_mentions: bool = False  # pre-training also pairs the train+dev mentions with their concepts' names
     add_corpora: list[str] = field(default_factory=list)  # other corpora's train splits added to the training data
-    # WiSE-FT: the final encoder moved this share of the way back to the pre-trained weights (None: not at all)
-    wise_ft: float | None = None
     rerank: RerankTrainingConfig | None = None  # then also a cross-encoder reranker over the trained model's candidates
     rerank_options: RerankerOptions = field(default_factory=RerankerOptions)
     rerank_base: str = "minilm"
@@ -118,9 +116,6 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
             seconds[f"test_seed_{run['seed']}"] = round(time.perf_counter() - t, 1)
         soup([run["folder"] for run in runs], output / MODEL_DIR, extra={"training": training, "base_model": model.base_model})
         card["stage"] = f"uniform weight average (model soup) of {len(seeds)} BioSyn runs, seeds {', '.join(map(str, seeds))}"
-    if args.wise_ft:
-        _wise_ft(output / MODEL_DIR, start, args.wise_ft)
-        card["stage"] = f"{card.get('stage', 'BioSyn fine-tuning')}, then WiSE-FT: {args.wise_ft:g} of the way back to the pre-trained encoder"
     reranker = reranked = None
     if args.rerank is not None:
         t = time.perf_counter()
@@ -157,24 +152,6 @@ def reproduce(config: ReproduceConfig, command: str) -> dict:
     plot_history(state.history, output / PLOT_FILE, title=f"{args.corpus}: train+dev, {figure}"
                  + (f" (soup of {len(seeds)})" if len(seeds) > 1 else ""))
     return result
-
-
-def _wise_ft(folder: Path, start: dict, share: float) -> None:
-    """The model saved in `folder`, its encoder weights moved `share` of the way to `start`'s, saved in its place."""
-    from ..data.atomic import atomic_dir
-    from ..model.biosyn import BioSyn
-    from .soup import weighted_state
-
-    if not 0 < share < 1:
-        raise ValueError(f"wise_ft: a share between 0 and 1, not {share}")
-    model = BioSyn.from_pretrained(folder, device="cpu")
-    start = {name: tensor.cpu() for name, tensor in start.items()}
-    model.encoder.model.load_state_dict(weighted_state([model.encoder.model.state_dict(), start], [1 - share, share]))
-    model.weights_changed()
-    saved = json.loads((folder / "biosyn.json").read_text())
-    kept = {key: value for key, value in saved.items() if key not in model.config() and key != "base_model"}  # the training record
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp, extra={**kept, "wise_ft": share})
 
 
 def _train_reranker(args: ReproduceConfig, output: Path, selection, dictionary, vocabulary, command: str):

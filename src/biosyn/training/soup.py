@@ -41,15 +41,7 @@ def average_models(models: Sequence[BioSyn], weights: Sequence[float] | None = N
                 m.sparse_encoder is not None and first.sparse_encoder is not None
                 and sparse_fingerprint(m.sparse_encoder) != sparse_fingerprint(first.sparse_encoder)):
             raise ValueError(f"model {i} has another sparse encoder than model 1")
-    first.encoder.model.load_state_dict(weighted_state([m.encoder.model.state_dict() for m in models], shares))
-    if not encoder_only:
-        first.sparse_weight = float(sum(share * m.sparse_weight for share, m in zip(shares, models)))
-    first.weights_changed()
-    return first
-
-
-def weighted_state(states: Sequence[dict], shares: Sequence[float]) -> dict:
-    """The weighted sum of encoder state dicts of one architecture (`shares` sum to 1)."""
+    states = [m.encoder.model.state_dict() for m in models]
     if any(s.keys() != states[0].keys() or any(s[k].shape != states[0][k].shape for k in s) for s in states[1:]):
         raise ValueError("the encoders differ in architecture")
     averaged = {}
@@ -58,7 +50,11 @@ def weighted_state(states: Sequence[dict], shares: Sequence[float]) -> dict:
             averaged[name] = sum(share * s[name].float() for share, s in zip(shares, states)).to(tensor.dtype)
         else:  # integer buffers (position ids) are equal
             averaged[name] = tensor.clone()
-    return averaged
+    first.encoder.model.load_state_dict(averaged)
+    if not encoder_only:
+        first.sparse_weight = float(sum(share * m.sparse_weight for share, m in zip(shares, models)))
+    first.weights_changed()
+    return first
 
 
 def soup(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, weights: Sequence[float] | None = None,
