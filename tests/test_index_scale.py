@@ -106,7 +106,7 @@ def test_the_postings_prefilter_finds_the_exact_sparse_top_k_among_few_names(tmp
     index.add_postings(budget=7, pool=100)
     query = index.sparse_encoder.transform(["xyz ab"])
     # Rarest first, 7 postings take "z " (2 names) and one of x, y, z, xy, yz (5): the rare names, no filler.
-    candidates = index._sparse_candidates(query, 20)
+    candidates = index._sparse_candidates(query, 20, budget=7, pool=100)
     assert {names[i] for i in candidates[0] if i >= 0} == set(rare)
     exact = index.search(3, mode="sparse", sparse_queries=query)
     approx = index.search(3, mode="sparse", sparse_queries=query, approximate=True)

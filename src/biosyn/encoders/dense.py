@@ -39,7 +39,8 @@ def native_bf16(device: str | torch.device) -> bool:
     development CPU a pre-training step took 60 s in bf16 against 1.8 s in fp32 (docs/training.md)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        with torch.cuda.device(device):  # that GPU, not the current one
+            return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -95,7 +95,7 @@ def add_annotate_parser(sub) -> argparse.ArgumentParser:
                    help="default: from --output's suffix (.json BioC JSON, .jsonl JSONL, else PubTator); a table without --output")
     p.add_argument("--find", action="store_true", help="find mentions with the tagger even where the input has spans")
     p.add_argument("--batch-size", type=int, default=BATCH, help=f"documents per model call (default {BATCH})")
-    _linking_options(p, tagger_help="tagger folder or hub id (default: $BIOSYN_TAGGER, else runs/ncbi-disease/tagger)")
+    _linking_options(p)
     _model_options(p, index=False)
     _data_options(p)
     return p

@@ -38,8 +38,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--workers", type=int, help="actors, one CPU each (default: this machine's CPUs; a cluster's CPUs)")
     p.add_argument("--batch-size", type=int, default=BATCH, help=f"documents per model call (default {BATCH})")
     p.add_argument("--retries", type=int, default=3, help="restarts of a dead worker and retries of its shard (default 3)")
-    _linking_options(p, tagger_help="tagger folder or hub id (default: $BIOSYN_TAGGER, else runs/ncbi-disease/tagger; "
-                                    "without one, documents without mention spans are counted bad)")
+    _linking_options(p, without_tagger="; without one, documents without mention spans are counted bad")
     _model_options(p, index=False, rerank=False)
     _data_options(p)
 

@@ -54,11 +54,11 @@ def _model_options(p: argparse.ArgumentParser, *, index: bool = True, rerank: bo
         p.add_argument("--approximate", action="store_true", help="search the index's FAISS part and postings (built with `biosyn index build --approximate-kind ... --postings`)")
 
 
-def _linking_options(p: argparse.ArgumentParser, *, tagger_help: str) -> None:
+def _linking_options(p: argparse.ArgumentParser, *, without_tagger: str = "") -> None:
     """What `annotate` and `batch` share: the tagger, the link threshold and the vocabulary or index."""
-    from .loading import MIN_SCORE_HELP
+    from .loading import MIN_SCORE_HELP, TAGGER_DEFAULT
 
-    p.add_argument("--tagger", help=tagger_help)
+    p.add_argument("--tagger", help=f"tagger folder or hub id (default: $BIOSYN_TAGGER, else {TAGGER_DEFAULT}{without_tagger})")
     p.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
     p.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file, when no --index is given")
     p.add_argument("--add-mentions", metavar="CORPUS:SPLITS", default=None,

@@ -180,7 +180,6 @@ def _load_base(args):
 
 
 def _train_config(args):
-
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, sparse_lr=args.sparse_lr,
                        schedule=args.schedule, warmup=args.warmup,
                        sparse_weight_init=args.sparse_weight_init, topk=args.topk, dense_ratio=args.dense_ratio, add_gold=args.add_gold,
@@ -254,7 +253,6 @@ def cmd_pretrain(args) -> int:
 
 
 def reproduce_config(args):
-    from ..model.rerank import RerankerOptions
     from ..training.reproduce import ReproduceConfig
 
     pretrain = None if args.no_pretrain else PretrainConfig(
@@ -285,8 +283,6 @@ def cmd_soup(args) -> int:
 
     if len(args.models) < 2:
         raise SystemExit("soup: give at least two model folders")
-    if args.weights is not None and len(args.weights) != len(args.models):
-        raise SystemExit(f"soup: --weights needs one weight per model ({len(args.models)}), not {len(args.weights)}")
     soup(args.models, args.output, weights=args.weights, encoder_only=args.encoder_only)
     how = "uniform" if args.weights is None else f"weighted ({', '.join(f'{w:g}' for w in args.weights)})"
     write_model_card(Path(args.output), {"stage": f"{how} weight average (model soup) of {', '.join(args.models)}",
@@ -299,7 +295,7 @@ def cmd_rerank(args) -> int:
     from ..evaluation.evaluate import run_evaluation
     from ..evaluation.protocol import load_benchmark
     from ..model.presets import base_encoder_folder
-    from ..model.rerank import CrossEncoderReranker, RerankerOptions
+    from ..model.rerank import CrossEncoderReranker
     from ..model.specs import load_model
     from ..training.queries import corpus_training_queries
     from ..training.rerank import save_reranker, train_reranker

@@ -339,6 +339,8 @@ class NameIndex:
         if with_postings:
             index.postings = {part: load(f"postings_{part}.npy") for part in POSTINGS}
             _check_postings(path, index.postings, len(names), n_columns, sparse.nnz)
+            # Indexes saved before the hybrid settings existed take their defaults.
+            manifest["postings"] = _postings_settings(len(names), manifest["postings"])
         if "dense.faiss" in files:
             index._faiss = _read_faiss(path / "dense.faiss", len(names), manifest.get("dense_dim"), manifest.get("faiss"))
         return index
@@ -411,16 +413,14 @@ class NameIndex:
         self.manifest["faiss"] = settings
         return index
 
-    def add_postings(self, *, budget: int | None = None, pool: int | None = None, hybrid_budget: int | None = None,
-                     hybrid_pool: int | None = None, hybrid_depth: int | None = None) -> None:
+    def add_postings(self, *, budget: int | None = None, pool: int | None = None, hybrid_budget: int | None = None) -> None:
         """The sparse rows by n-gram (an inverted index), for approximate sparse and hybrid search
         over millions of names; the settings as described at POSTINGS_POOL."""
         columns = sp.csc_matrix(as_csr32(self.sparse_matrix))
         columns.sort_indices()
         self.postings = {part: np.asarray(array, dtype=POSTINGS[part])
                          for part, array in (("indptr", columns.indptr), ("rows", columns.indices), ("data", columns.data))}
-        self.manifest["postings"] = {"budget": budget or max(100_000, len(self) // 3), "pool": pool or POSTINGS_POOL,
-                                     **_hybrid_postings(len(self), hybrid_budget, hybrid_pool, hybrid_depth)}
+        self.manifest["postings"] = _postings_settings(len(self), {"budget": budget, "pool": pool, "hybrid_budget": hybrid_budget})
 
     # -- search ----------------------------------------------------------------------------
 
@@ -506,8 +506,13 @@ class NameIndex:
                 raise ValueError("this index has no approximate (FAISS) part; build it with --approximate-kind")
             found.append(self._faiss.search(np.ascontiguousarray(dense_q, dtype=np.float32), depth)[1])
         if mode != "dense":
-            found.append(self._sparse_candidates(sparse_q, depth, hybrid=mode == "hybrid") if self.postings is not None
-                         else self._exact(depth, "sparse", None, sparse_q, 1.0, 128))
+            if self.postings is None:
+                found.append(self._exact(depth, "sparse", None, sparse_q, 1.0, 128))
+            else:
+                postings = self.manifest["postings"]
+                found.append(self._sparse_candidates(sparse_q, depth, postings["budget"], postings["pool"]) if mode == "sparse" else
+                             self._sparse_candidates(sparse_q, min(depth, postings["hybrid_depth"]), postings["hybrid_budget"],
+                                                     postings["hybrid_pool"]))
         joined = np.concatenate(found, axis=1)
         # Union per query; duplicates and FAISS's own fillers become -1.
         out = np.full_like(joined, -1)
@@ -517,19 +522,12 @@ class NameIndex:
             out[i, : len(first)] = row[np.sort(first)]  # in the order found
         return out
 
-    def _sparse_candidates(self, sparse_q, depth: int, *, hybrid: bool = False) -> np.ndarray:
-        """Per query, the best names by exact sparse score among those sharing its rarest n-grams
-        (see POSTINGS_POOL): `depth` of them, or the hybrid setting's; padded with -1. Its recall
-        against the exact top-k is measured by benchmarks/index_scale.py (docs/results.md)."""
+    def _sparse_candidates(self, sparse_q, depth: int, budget: int, pool: int) -> np.ndarray:
+        """Per query, the `depth` best names by exact sparse score among those sharing its rarest
+        n-grams (see POSTINGS_POOL); padded with -1. Its recall against the exact top-k is
+        measured by benchmarks/index_scale.py (docs/results.md)."""
         assert self.postings is not None
         indptr, rows, data = self.postings["indptr"], self.postings["rows"], self.postings["data"]
-        settings = self.manifest["postings"]
-        if hybrid:
-            # Indexes saved before the hybrid settings existed take their defaults.
-            settings = _hybrid_postings(len(self), settings.get("hybrid_budget"), settings.get("hybrid_pool"), settings.get("hybrid_depth"))
-            budget, pool, depth = settings["hybrid_budget"], settings["hybrid_pool"], min(depth, settings["hybrid_depth"])
-        else:
-            budget, pool = settings["budget"], settings["pool"]
         queries = as_csr32(sparse_q)
         out = np.full((queries.shape[0], depth), -1, dtype=np.int64)
         for i in range(queries.shape[0]):
@@ -585,9 +583,11 @@ def _pq_codes(d: int) -> int:
     return next((m for m in range(max(2, d // 4), 1, -1) if d % m == 0 and m % 2 == 0), 2)
 
 
-def _hybrid_postings(n: int, budget: int | None, pool: int | None, depth: int | None) -> dict[str, int]:
-    return {"hybrid_budget": budget or max(20_000, n // 20), "hybrid_pool": pool or HYBRID_POSTINGS_POOL,
-            "hybrid_depth": depth or HYBRID_POSTINGS_DEPTH}
+def _postings_settings(n: int, given: dict) -> dict[str, int]:
+    """The postings' search settings (see POSTINGS_POOL) for n names: `given`'s, and the defaults for the rest."""
+    defaults = {"budget": max(100_000, n // 3), "pool": POSTINGS_POOL, "hybrid_budget": max(20_000, n // 20),
+                "hybrid_pool": HYBRID_POSTINGS_POOL, "hybrid_depth": HYBRID_POSTINGS_DEPTH}
+    return {key: given.get(key) or default for key, default in defaults.items()}
 
 
 def _configure_faiss(index, settings: dict) -> None:

@@ -23,12 +23,7 @@ def average_models(models: Sequence[BioSyn], weights: Sequence[float] | None = N
     weighted by `weights` (normalised to sum to 1; default: uniform). `encoder_only` averages the
     encoders alone and keeps `models[0]`'s scoring (similarity, scale, sparse encoder and weight):
     WiSE-FT toward a start, such as a `biosyn pretrain` folder, that was saved with other scoring."""
-    if not models:
-        raise ValueError("nothing to average")
-    weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(models) or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"give one non-negative weight per model, not summing to 0 (got {weights} for {len(models)} models)")
-    shares = [w / sum(weights) for w in weights]
+    shares = _shares(len(models), weights)
     first = models[0]
     for i, m in enumerate(models[1:], start=2):
         if (m.encoder.pooling, m.encoder.max_length) != (first.encoder.pooling, first.encoder.max_length):
@@ -57,9 +52,20 @@ def average_models(models: Sequence[BioSyn], weights: Sequence[float] | None = N
     return first
 
 
+def _shares(n: int, weights: Sequence[float] | None) -> list[float]:
+    """Each model's share of the average: `weights` normalised to sum to 1, or uniform."""
+    if not n:
+        raise ValueError("nothing to average")
+    weights = [1.0] * n if weights is None else [float(w) for w in weights]
+    if len(weights) != n or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"give one non-negative weight per model, not summing to 0 (got {weights} for {n} models)")
+    return [w / sum(weights) for w in weights]
+
+
 def soup(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, weights: Sequence[float] | None = None,
          encoder_only: bool = False, extra: dict | None = None) -> BioSyn:
     """Averages the model folders `paths` (see `average_models`) and saves the result to `output`."""
+    _shares(len(paths), weights)  # before loading anything
     models = [BioSyn.from_pretrained(p, device="cpu") for p in paths]  # averaging needs no GPU
     model = average_models(models, weights, encoder_only=encoder_only)
     recipe = {"soup_of": [str(p) for p in paths], **({"soup_weights": [float(w) for w in weights]} if weights is not None else {}),
