@@ -238,18 +238,28 @@ def search(args) -> dict:
     started = time.perf_counter()
     exact = {mode: search(mode, False) for mode in ("dense", "hybrid", "sparse")}
     exact_s = time.perf_counter() - started
-    sweep = []
     ivf, settings = faiss.extract_index_ivf(index._faiss), index.manifest["faiss"]
-    faiss.omp_set_num_threads(1)
-    for nprobe, candidates in SWEEP if args.sweep else ():
-        ivf.nprobe = nprobe
-        row = {"nprobe": nprobe, "nlist": settings["nlist"], "candidates": candidates}
+    sweep = [{"nprobe": nprobe, "nlist": settings["nlist"], "candidates": candidates} for nprobe, candidates in (SWEEP if args.sweep else ())]
+    for row in sweep:
+        ivf.nprobe = row["nprobe"]
         for mode in ("dense", "hybrid"):
-            found = search(mode, True, candidates).indices
-            row[mode] = {f"recall@{K}": recall(found, exact[mode].indices), "p50_ms": p50_ms(one(mode, True, candidates), min(100, len(texts)))}
+            found = search(mode, True, row["candidates"]).indices
+            row[mode] = {f"recall@{K}": recall(found, exact[mode].indices)}
             if mode == "hybrid":
                 row[mode]["top1_agreement"] = agreement(found, exact[mode].indices)
-        sweep.append(row)
+    # Timed round-robin, query by query, so that the machine's drift falls on every setting alike.
+    faiss.omp_set_num_threads(1)
+    timed = [(row, mode) for row in sweep for mode in ("dense", "hybrid")]
+    times: dict[int, list[float]] = {j: [] for j in range(len(timed))}
+    for i in range(min(100, len(texts))):
+        for j, (row, mode) in enumerate(timed):
+            ivf.nprobe = row["nprobe"]
+            started = time.perf_counter()
+            one(mode, True, row["candidates"])(i)
+            times[j].append(time.perf_counter() - started)
+    for j, (row, mode) in enumerate(timed):
+        row[mode]["p50_ms"] = round(1000 * float(np.median(times[j])), 2)
+    for row in sweep:
         print(json.dumps(row), file=sys.stderr, flush=True)
     ivf.nprobe = settings["nprobe"]
     return {
@@ -291,7 +301,7 @@ def main() -> None:
         report["build"] = build(args)
         print(json.dumps(report["build"]), flush=True)
     if args.phase == "search":
-        report = search(args)
+        report |= search(args)
     elif args.phase == "all":
         options = [f"--{o.replace('_', '-')}={getattr(args, o)}" for o in ("nprobe", "candidates", "hybrid_budget") if getattr(args, o)] + ([] if args.sweep else ["--no-sweep"])
         child = subprocess.run([sys.executable, __file__, "--phase", "search", "--folder", args.folder, "--queries", str(args.queries), *options],

@@ -15,7 +15,7 @@ from biosyn.interfaces.cli import main
 from biosyn.model.biosyn import BioSyn
 from biosyn.preprocess.pipeline import build_dictionary
 from biosyn.scale.index_parts import build_index_in_parts, part_ranges
-from biosyn.search.index import MANIFEST, CorruptIndexError, IndexMismatchError, NameIndex
+from biosyn.search.index import MANIFEST, CorruptIndexError, IndexMismatchError, NameIndex, ivfpq_nprobe
 from tiny import tiny_bert, tiny_vocabulary
 
 QUERIES = ["breast tumour", "wilsons disease", "lynch syndrome", "ovarian cancer", "hnpcc"]
@@ -217,3 +217,8 @@ def test_the_cli_builds_postings_and_searches_them(tmp_path, capsys):
         assert main(["normalize", "--model", "sparse", "--index", str(tmp_path / "idx"), "--json", "-k", "2", "breast cancers", *extra]) == 0
         answers.append(json.loads(capsys.readouterr().out))
     assert answers[0] == answers[1] and answers[0]["ids"] == ["X:2"]
+
+
+def test_ivfpq_probes_a_fixed_number_of_codes_and_at_most_a_quarter_of_the_lists():
+    assert [ivfpq_nprobe(n, nlist) for n, nlist in ((1_000_000, 1000), (4_000_000, 2000), (73_000, 270), (300, 17))] == [250, 132, 67, 4]
+    assert ivfpq_nprobe(300, 3) == 1

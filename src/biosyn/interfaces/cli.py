@@ -20,7 +20,7 @@ from ..data.locate import CORPORA, VOCABULARIES, data_dir
 from ..data.vocabularies import FORMATS as VOCABULARY_FORMATS
 from ..encoders.onnx import BACKEND_HELP, BACKENDS
 from ..scale.index_parts import PART_SIZE
-from ..search.index import APPROXIMATE_KINDS, DENSE_DTYPES, IVF_NPROBE, IVFPQ_CANDIDATES
+from ..search.index import APPROXIMATE_KINDS, DENSE_DTYPES, IVF_NPROBE, IVFPQ_CANDIDATES, IVFPQ_CODES_SCANNED
 from ..search.scoring import MODES
 from . import batch_cli, export_cli, tagger_cli, training_cli
 from .annotate_files import add_annotate_parser, cmd_annotate
@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--add-mentions", metavar="CORPUS:SPLITS", help="also index a corpus's annotated mentions, e.g. ncbi-disease:train,dev")
     build.add_argument("--approximate-kind", choices=APPROXIMATE_KINDS,
                        help="add an approximate FAISS index (ivfpq: compact codes, re-scored exactly; for millions of names)")
-    build.add_argument("--nprobe", type=int, help=f"ivf/ivfpq: lists searched a query (default {IVF_NPROBE} for ivf, a quarter of the lists for ivfpq)")
+    build.add_argument("--nprobe", type=int, help=f"ivf/ivfpq: lists searched a query (default {IVF_NPROBE} for ivf; for ivfpq enough "
+                       f"to scan about {IVFPQ_CODES_SCANNED:,} names, at most a quarter of the lists)")
     build.add_argument("--candidates", type=int, help="approximate search: names fetched from FAISS and re-scored exactly "
                                                       f"(default {IVFPQ_CANDIDATES} for ivfpq, else 4k and at least 64)")
     build.add_argument("--dense-dtype", choices=DENSE_DTYPES, default="float32",
