@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
+from biosyn.data.records import Concept, Vocabulary
 from biosyn.encoders.dense import DenseEncoder
 from biosyn.interfaces.loading import attach_index
 from biosyn.model.biosyn import BioSyn
@@ -37,6 +38,19 @@ def test_normalize_finds_exact_names_and_splits_composites(tmp_path, vocab):
     assert [c.concepts for c in composite.top] == [("D001943",), ("D010051",)]
     with pytest.raises(TypeError):
         model.normalize("Wilson disease")
+
+
+def test_a_composite_that_is_itself_a_vocabulary_name_stays_whole(tmp_path, vocab):
+    syndrome = Concept("D061325", "Hereditary Breast and Ovarian Cancer Syndrome", (), ("Breast and Ovarian Cancer",))
+    vocab = Vocabulary([*vocab, syndrome])
+    model = BioSyn()
+    model.build_index(build_dictionary(vocab), vocab)
+    whole, split = model.normalize(["breast and ovarian cancer", "breast and colorectal cancer"], k=1)
+    assert whole.parts == ("breast and ovarian cancer",) and whole.top[0].concepts == ("D061325",)
+    assert split.parts == ("breast cancer", "colorectal cancer")
+    # With gold IDs (BioSyn's evaluation protocol), their count still decides.
+    assert model.preprocessor.parts("breast and ovarian cancer", ("D001943", "D010051"), is_name=model.index.has_name) == (
+        "breast cancer", "ovarian cancer")
 
 
 def test_abbreviations_resolve_with_document_text(tmp_path, vocab):

@@ -317,7 +317,8 @@ class BioSyn:
         return self.normalize_parts(mentions, self.split(mentions, texts), k, mode=mode, approximate=approximate)
 
     def split(self, mentions: Sequence[str], texts: Sequence[str | None] | None = None) -> list[tuple[str, ...]]:
-        """The preprocessed single-concept parts of each mention (abbreviations of its text resolved)."""
+        """The preprocessed single-concept parts of each mention (abbreviations of its text resolved; a
+        composite that is itself one of the index's names stays whole)."""
         if isinstance(mentions, str):
             raise TypeError("normalize takes a list of mentions; wrap a single mention in a list")
         abbreviations: dict[str, dict] = {}
@@ -326,7 +327,8 @@ class BioSyn:
             text = texts[i] if texts else None
             if text and text not in abbreviations:
                 abbreviations[text] = self.preprocessor.abbreviations_in(text)
-            parts.append(self.preprocessor.parts(mention, abbreviations=abbreviations.get(text) if text else None))
+            parts.append(self.preprocessor.parts(mention, abbreviations=abbreviations.get(text) if text else None,
+                                                 is_name=self.index.has_name if self.index is not None else None))
         return parts
 
     def normalize_parts(self, mentions: Sequence[str], parts: Sequence[tuple[str, ...]], k: int = 5, *,

@@ -9,7 +9,7 @@ fixes). Where BioSyn's reference code differs in a detail, the module of that st
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..data.records import Dictionary, Document, Query, Vocabulary
@@ -28,12 +28,19 @@ class Preprocessor:
         """A vocabulary name, as the dictionary stores it."""
         return normalize_text(text)
 
-    def parts(self, mention: str, gold: Sequence[str] = (), abbreviations: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    def parts(self, mention: str, gold: Sequence[str] = (), abbreviations: Mapping[str, str] | None = None,
+              is_name: Callable[[str], bool] | None = None) -> tuple[str, ...]:
         """A mention's preprocessed single-concept parts. `gold` (normalised IDs), when known,
-        tells how many parts a composite must have; without it the split rules decide alone."""
+        tells how many parts a composite must have; without it the split rules decide alone, except
+        that a mention which is itself a vocabulary name (`is_name` of the whole, preprocessed) stays
+        whole: "breast and ovarian cancer" names one syndrome in NCBI's training mentions."""
         if abbreviations and self.resolve_abbreviations:
             mention = expand_abbreviations(mention, abbreviations)
         n_ids = count_concepts(gold) if gold else None
+        if not gold and is_name is not None and self.split_composites:
+            whole = normalize_text(mention, self.spelling_fixes)
+            if whole and is_name(whole):
+                return (whole,)
         pieces = split_composite(mention, n_ids) if self.split_composites else [mention]
         parts = tuple(p for p in (normalize_text(x, self.spelling_fixes) for x in pieces) if p)
         return parts or (normalize_text(mention, self.spelling_fixes),)

@@ -202,9 +202,17 @@ class NameIndex:
         self.path = path
         self._faiss: Any = None  # a faiss.Index (untyped library)
         self.postings: dict[str, np.ndarray] | None = None  # POSTINGS arrays, from `add_postings`
+        self._name_set: frozenset[str] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def has_name(self, name: str) -> bool:
+        """Whether `name` (preprocessed) is one of the index's names. The set is built on first use
+        (about 100 B a name)."""
+        if self._name_set is None:
+            self._name_set = frozenset(self.names)
+        return name in self._name_set
 
     @property
     def has_dense(self) -> bool:
