@@ -1,8 +1,9 @@
 import pytest
 
 from biosyn.data.errors import FormatError
-from biosyn.preprocess.abbreviations import expand_abbreviations, find_abbreviations
+from biosyn.preprocess.abbreviations import expand_abbreviations, find_abbreviations, reordered_abbreviations
 from biosyn.preprocess.composites import count_concepts, split_composite
+from biosyn.preprocess.pipeline import Preprocessor
 from biosyn.preprocess.text import (
     apply_spelling_fixes,
     load_spelling_fixes,
@@ -131,6 +132,18 @@ def test_find_abbreviations_with_ab3p():
     assert abbrs == {"HNPCC": "hereditary nonpolyposis colorectal cancer"}
     assert find_abbreviations("No abbreviations here.") == {}
     assert expand_abbreviations("HNPCC", abbrs) == "hereditary nonpolyposis colorectal cancer"
+
+
+
+def test_short_forms_that_reorder_their_long_forms_initials_are_found_for_new_text():
+    text = "Myotonic dystrophy (DM) is caused by a CTG expansion in the DM gene (DMPK). Wilson disease (WD) and (x2)."
+    assert find_abbreviations(text).get("DM") is None  # Ab3P wants the letters in order
+    assert reordered_abbreviations(text, {}) == {"DM": "Myotonic dystrophy", "WD": "Wilson disease"}
+    assert reordered_abbreviations(text, {"WD": "Wilson's disease"}) == {"DM": "Myotonic dystrophy"}  # Ab3P's pairs win
+    assert reordered_abbreviations("a rare form (ABC) and the (Dm)", {}) == {}  # initials differ; no capital pair
+    preprocessor = Preprocessor()
+    assert preprocessor.text_abbreviations(text)["DM"] == "Myotonic dystrophy"
+    assert "DM" not in preprocessor.abbreviations_in(text)  # BioSyn's protocol: Ab3P alone
 
 
 # --- text ---------------------------------------------------------------------

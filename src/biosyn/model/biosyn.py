@@ -326,7 +326,7 @@ class BioSyn:
         for i, mention in enumerate(mentions):
             text = texts[i] if texts else None
             if text and text not in abbreviations:
-                abbreviations[text] = self.preprocessor.abbreviations_in(text)
+                abbreviations[text] = self.preprocessor.text_abbreviations(text)
             parts.append(self.preprocessor.parts(mention, abbreviations=abbreviations.get(text) if text else None,
                                                  is_name=self.index.has_name if self.index is not None else None))
         return parts

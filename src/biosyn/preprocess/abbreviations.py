@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 from collections.abc import Mapping
@@ -84,3 +85,25 @@ def expand_abbreviations(mention: str, abbreviations: Mapping[str, str]) -> str:
             return current
         current = expanded
     return _expand_once(mention, abbreviations)
+
+
+# "Myotonic dystrophy (DM)": a parenthesised short form right after the words whose initials it reorders.
+_PARENTHESISED = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9]{1,9})\s*\)")
+_WORD_BEFORE = re.compile(r"[A-Za-z][\w'-]*")
+
+
+def reordered_abbreviations(text: str, known: Mapping[str, str]) -> dict[str, str]:
+    """Short form -> long form pairs that Ab3P misses because the short form lists the long form's
+    initials in another order (Latin "dystrophia myotonica" gives DM for "myotonic dystrophy"):
+    "<w1 ... wn> (S)" where S has n letters (and at least one capital) and the initials of the n words
+    before it, taken as a multiset, are S's letters, case-insensitive. Short forms in `known` are kept."""
+    found: dict[str, str] = {}
+    for match in _PARENTHESISED.finditer(text):
+        short = match.group(1)
+        letters = sorted(c.lower() for c in short if c.isalpha())
+        if short in known or short in found or not any(c.isupper() for c in short) or len(letters) < 2:
+            continue
+        words = _WORD_BEFORE.findall(text[max(0, match.start() - 200) : match.start()])[-len(letters):]
+        if len(words) == len(letters) and sorted(w[0].lower() for w in words) == letters:
+            found[short] = " ".join(words)
+    return found

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..data.records import Dictionary, Document, Query, Vocabulary
-from .abbreviations import expand_abbreviations, find_abbreviations
+from .abbreviations import expand_abbreviations, find_abbreviations, reordered_abbreviations
 from .composites import count_concepts, split_composite
 from .text import normalize_text
 
@@ -51,6 +51,12 @@ class Preprocessor:
 
     def abbreviations_in(self, text: str) -> dict[str, str]:
         return find_abbreviations(text) if self.resolve_abbreviations else {}
+
+    def text_abbreviations(self, text: str) -> dict[str, str]:
+        """For new text (not BioSyn's protocol, which keeps Ab3P's pairs alone): Ab3P's pairs and
+        the short forms that reorder their long form's initials ("myotonic dystrophy (DM)")."""
+        found = self.abbreviations_in(text)
+        return found | reordered_abbreviations(text, found) if self.resolve_abbreviations else found
 
     def queries(self, docs: Iterable[Document]) -> list[Query]:
         """One query per mention, in document order. A PMID seen before is skipped, as BioSyn
