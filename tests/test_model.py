@@ -53,6 +53,19 @@ def test_a_composite_that_is_itself_a_vocabulary_name_stays_whole(tmp_path, voca
         "breast cancer", "ovarian cancer")
 
 
+def test_a_shared_name_answers_with_the_concept_it_names_then_mesh_descriptors_first():
+    vocab = Vocabulary([
+        Concept("106210", "Aniridia, type 2", (), ("Aniridia", "Iris absence")),
+        Concept("C536372", "Aniridia type II", (), ("Aniridia", "Iris absence")),
+        Concept("D015783", "Aniridia", (), ("Iris absence",)),
+    ])
+    model = BioSyn()
+    model.build_index(build_dictionary(vocab), vocab)
+    named, unnamed = model.normalize(["aniridia", "iris absence"], k=1)
+    assert named.top[0].concepts == ("D015783", "C536372", "106210") and named.best_ids == ("D015783",)
+    assert unnamed.top[0].concepts == ("D015783", "C536372", "106210")
+
+
 def test_abbreviations_resolve_with_document_text(tmp_path, vocab):
     model = BioSyn()
     model.build_index(build_dictionary(vocab), vocab)

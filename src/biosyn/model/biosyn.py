@@ -298,9 +298,7 @@ class BioSyn:
             cands = []
             for col, i in enumerate(result.indices[row]):
                 ids = index.ids[i]
-                concepts = tuple(dict.fromkeys(c.id for c in map(index.concept, ids) if c is not None))
-                # A name shared by several concepts: MeSH first, as MEDIC and the NCBI corpus prefer it to OMIM.
-                concepts = tuple(sorted(concepts, key=str.isdigit))
+                concepts = self._concepts_of(index.names[i], ids)
                 cands.append(Candidate(
                     name=index.names[i], ids=ids, score=float(result.scores[row, col]),
                     dense=None if result.dense is None else float(result.dense[row, col]),
@@ -309,6 +307,18 @@ class BioSyn:
                 ))
             out.append(cands)
         return out
+
+    def _concepts_of(self, name: str, ids: Sequence[str]) -> tuple[str, ...]:
+        """The concepts a name stands for, the one it answers with first. A name shared by several
+        concepts ("aniridia": Aniridia, and a synonym of Aniridia, type 2) answers with the concept
+        it is the preferred name of, then with a MeSH descriptor (D…), a MeSH supplementary concept (C…),
+        an OMIM number, in that order, as the NCBI corpus prefers them (dev: docs/results.md)."""
+        assert self.index is not None
+        concepts = tuple(dict.fromkeys(c.id for c in map(self.index.concept, ids) if c is not None))
+        if len(concepts) < 2:
+            return concepts
+        named = lambda c: self.preprocessor.name(self.index.concepts[c].name) == name  # noqa: E731
+        return tuple(sorted(concepts, key=lambda c: (not named(c), c.isdigit(), c.startswith("C"))))
 
     def normalize(self, mentions: Sequence[str], k: int = 5, *, mode: str | None = None,
                   texts: Sequence[str | None] | None = None, approximate: bool = False) -> list[Normalization]:
