@@ -37,11 +37,11 @@ class Preprocessor:
         if abbreviations and self.resolve_abbreviations:
             mention = expand_abbreviations(mention, abbreviations)
         n_ids = count_concepts(gold) if gold else None
-        if not gold and is_name is not None and self.split_composites:
+        pieces = split_composite(mention, n_ids) if self.split_composites else [mention]
+        if len(pieces) > 1 and not gold and is_name is not None:
             whole = normalize_text(mention, self.spelling_fixes)
             if whole and is_name(whole):
                 return (whole,)
-        pieces = split_composite(mention, n_ids) if self.split_composites else [mention]
         parts = tuple(p for p in (normalize_text(x, self.spelling_fixes) for x in pieces) if p)
         return parts or (normalize_text(mention, self.spelling_fixes),)
 

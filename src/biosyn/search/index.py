@@ -383,7 +383,7 @@ class NameIndex:
         `ivfpq` keeps FAISS's fast-scan codes, `pq_m` 4-bit codes a name (default one per 4
         dimensions: d/8 bytes), scanned with SIMD: at 1M names several times faster than 8-bit
         codes of the same size for the same recall (docs/results.md). Its ranking is rough, so
-        search over-fetches `candidates` names (default 1000 for ivfpq, else max(4k, 64)) and
+        search over-fetches `candidates` names (default IVFPQ_CANDIDATES for ivfpq, else max(4k, 64)) and
         re-scores them exactly from the stored rows. IVF lists: `nlist` (default 4√n for ivf, √n
         for ivfpq), `nprobe` of them searched (default 16 for ivf; for ivfpq `ivfpq_nprobe`).
         Training uses at most 64 rows a list, a seeded sample.
