@@ -38,12 +38,14 @@ def test_normalize_files(real_data_dir, cache, capsys):
     assert "skipped 1 bad records" in capsys.readouterr().err
 
     jsonl = cache / "in.jsonl"
-    jsonl.write_text('{"mention": "breast and ovarian cancer", "id": 7}\nnot json\n')
+    jsonl.write_text('{"mention": "breast and colon cancer", "id": 7}\nnot json\n{"mention": "breast and ovarian cancer"}\n')
     out = cache / "out.jsonl"
     assert main(["normalize", "--model", "sparse", "--data-dir", str(real_data_dir), "--input", str(jsonl), "--output", str(out), "-k", "2"]) == 0
-    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert record["id"] == 7 and record["parts"] == ["breast cancer", "ovarian cancer"]
-    assert record["ids"] == ["D001943", "D010051"] and len(record["candidates"][0]) == 2
+    record, whole = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["id"] == 7 and record["parts"] == ["breast cancer", "colon cancer"]
+    assert record["ids"] == ["D001943", "D003110"] and len(record["candidates"][0]) == 2
+    # One of NCBI's training mentions in the default dictionary: a name of its own, not split.
+    assert whole["parts"] == ["breast and ovarian cancer"] and whole["ids"] == ["D061325"]
 
     pubtator = cache / "doc.txt"
     pubtator.write_text("1|t|Hereditary nonpolyposis colorectal cancer (HNPCC) in families.\n1|a|HNPCC is common.\n"
