@@ -314,11 +314,10 @@ class BioSyn:
         it is the preferred name of, then with a MeSH descriptor (D…), a MeSH supplementary concept (C…),
         an OMIM number, in that order, as the NCBI corpus prefers them (dev: docs/results.md)."""
         assert self.index is not None
-        concepts = tuple(dict.fromkeys(c.id for c in map(self.index.concept, ids) if c is not None))
+        concepts = {c.id: c for c in map(self.index.concept, ids) if c is not None}
         if len(concepts) < 2:
-            return concepts
-        named = lambda c: self.preprocessor.name(self.index.concepts[c].name) == name  # noqa: E731
-        return tuple(sorted(concepts, key=lambda c: (not named(c), c.isdigit(), c.startswith("C"))))
+            return tuple(concepts)
+        return tuple(sorted(concepts, key=lambda c: (self.preprocessor.name(concepts[c].name) != name, c.isdigit(), c.startswith("C"))))
 
     def normalize(self, mentions: Sequence[str], k: int = 5, *, mode: str | None = None,
                   texts: Sequence[str | None] | None = None, approximate: bool = False) -> list[Normalization]:

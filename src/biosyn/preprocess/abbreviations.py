@@ -90,6 +90,7 @@ def expand_abbreviations(mention: str, abbreviations: Mapping[str, str]) -> str:
 # "Myotonic dystrophy (DM)": a parenthesised short form right after the words whose initials it reorders.
 _PARENTHESISED = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9]{1,9})\s*\)")
 _WORD_BEFORE = re.compile(r"[A-Za-z][\w'-]*")
+_LOOK_BACK = 200  # characters before "(" searched for the long form's words: ample for ten words
 
 
 def reordered_abbreviations(text: str, known: Mapping[str, str]) -> dict[str, str]:
@@ -103,7 +104,7 @@ def reordered_abbreviations(text: str, known: Mapping[str, str]) -> dict[str, st
         letters = sorted(c.lower() for c in short if c.isalpha())
         if short in known or short in found or not any(c.isupper() for c in short) or len(letters) < 2:
             continue
-        words = _WORD_BEFORE.findall(text[max(0, match.start() - 200) : match.start()])[-len(letters):]
+        words = _WORD_BEFORE.findall(text[max(0, match.start() - _LOOK_BACK) : match.start()])[-len(letters):]
         if len(words) == len(letters) and sorted(w[0].lower() for w in words) == letters:
             found[short] = " ".join(words)
     return found
