@@ -239,6 +239,20 @@ def test_min_score_drops_weakly_linked_found_spans_but_never_given_ones(index_di
     assert loading.default_min_score(linker) is None and loading.default_min_score(linker, 0.5) == 0.5
 
 
+def test_a_weakly_linked_span_the_tagger_is_sure_of_stays_without_a_concept(index_dir, monkeypatch, capsys):
+    fake = FakeTagger(confidence={"colorectal cancer": 0.99, "hnpcc": 0.5})
+    monkeypatch.setattr(loading, "load_tagger", lambda spec=None, **options: fake)
+    assert annotate(index_dir, "--min-score", "0.7", "--format", "jsonl", LYNCH) == 0
+    record = json.loads(capsys.readouterr().out)
+    # colorectal cancer links at 0.622 but the tagger is sure of it (0.99 >= 0.98); HNPCC links at 1.0.
+    assert [(m["text"], m["ids"], m["names"], m["scores"]) for m in record["mentions"]] == [
+        ("Lynch syndrome", ["D003123"], ["Colorectal Neoplasms, Hereditary Nonpolyposis"], [1.0]),
+        ("HNPCC", ["D003123"], ["Colorectal Neoplasms, Hereditary Nonpolyposis"], [1.0]),
+        ("colorectal cancer", [], [], [])]
+    assert annotate(index_dir, "--min-score", "0.7", "--min-confidence", "1.01", "--format", "jsonl", LYNCH) == 0
+    assert [m["text"] for m in json.loads(capsys.readouterr().out)["mentions"]] == ["Lynch syndrome", "HNPCC"]
+
+
 def test_tagger_evaluate_sweeps_link_score_thresholds_from_one_pass(real_data_dir, tmp_path, monkeypatch, capsys):
     """`biosyn tagger evaluate --min-score-sweep` on NCBI dev, a fake tagger and the sparse linker: each
     threshold's scores are those of a run with that --min-score, and one past the highest score keeps nothing."""

@@ -9,7 +9,7 @@ from biosyn.data.records import Document, Mention
 from biosyn.ner.labels import BEGIN, INSIDE, LABELS, OUTSIDE
 from biosyn.ner.propagation import propagate
 from biosyn.ner.tagger import DiseaseTagger
-from biosyn.ner.windows import tag_spans, tokenize, viterbi_bio, windows
+from biosyn.ner.windows import span_confidence, tag_spans, tokenize, viterbi_bio, windows
 from biosyn.training.tagger import TaggerTrainingConfig, train_tagger, word_labels
 from tiny import tiny_tagger
 
@@ -74,6 +74,20 @@ def test_empty_and_blank_texts_have_no_mentions(tmp_path):
         tagger.tag("a text, not a list")
 
 
+def test_a_spans_confidence_is_the_probability_of_its_least_sure_tag(tmp_path):
+    #                 O    B    I
+    probs = np.array([[0.9, 0.05, 0.05],   # "Lynch": O
+                      [0.1, 0.85, 0.05],   # "syndrome": B
+                      [0.3, 0.1, 0.6],     # "type": I, the least sure
+                      [0.02, 0.08, 0.9]])  # "II": I
+    assert tag_spans(viterbi_bio(np.log(probs))) == [(1, 4)]
+    assert span_confidence(np.log(probs), 1, 4) == pytest.approx(0.6)
+    assert span_confidence(np.log(probs), 1, 2) == pytest.approx(0.85)  # one word: its B
+    tagger = forced(tiny_tagger(tmp_path / "t"), BEGIN)
+    [spans] = tagger.tag(["wilson disease"])
+    assert [m.text for m in spans] == ["wilson", "disease"] and all(m.confidence > 0.99 for m in spans)
+
+
 def test_propagation_tags_repeats_and_short_forms_of_tagged_long_forms():
     text = "Hereditary nonpolyposis colorectal cancer (HNPCC) is common. HNPCC and colorectal cancer run in families; HNPCCs no."
     first = Mention(0, 41, text[0:41], "Disease")
@@ -84,11 +98,13 @@ def test_propagation_tags_repeats_and_short_forms_of_tagged_long_forms():
     out = propagate(text, [inner])
     assert [m.text for m in out] == ["colorectal cancer", "colorectal cancer"]
     assert propagate(text, []) == []
-    # Abbreviations alone: no repeats; a short form whose long form occurs untagged is not a disease.
-    gene = "The von Hippel-Lindau (VHL) protein binds; VHL patients and colorectal cancer, colorectal cancer."
-    spans = [Mention(gene.index("VHL"), gene.index("VHL") + 3, "VHL", "Disease"), Mention(60, 77, "colorectal cancer", "Disease")]
-    out = propagate(gene, spans, {"VHL": "von Hippel-Lindau"}, repeats=False)
-    assert [(m.start, m.text) for m in out] == [(60, "colorectal cancer")]
+    # Abbreviations alone: no repeats; a short form follows its tagged long form, and a tagged short
+    # form whose long form is untagged ("von Hippel-Lindau (VHL) protein") stays.
+    out = propagate(text, [first, Mention(71, 88, "colorectal cancer", "Disease")], {"HNPCC": first.text}, repeats=False)
+    assert [m.text for m in out] == [first.text, "HNPCC", "HNPCC", "colorectal cancer"]
+    gene = "The von Hippel-Lindau (VHL) protein binds; VHL patients."
+    spans = [Mention(gene.index("VHL"), gene.index("VHL") + 3, "VHL", "Disease")]
+    assert propagate(gene, spans, {"VHL": "von Hippel-Lindau"}, repeats=False) == spans
 
 
 def test_word_labels_are_bio_over_the_words_a_mention_covers(tmp_path):

@@ -850,3 +850,8 @@ def test_annotate_drops_weakly_linked_found_mentions_with_min_score():
             {"id": "b", "text": text, "mentions": [{"start": 30, "end": 47}]}]}).json()["documents"][0]
     assert [m["text"] for m in found["mentions"]] == ["Lynch syndrome", "HNPCC"]  # colorectal cancer links at 0.77
     assert [(m["text"], m["ids"]) for m in given["mentions"]] == [("colorectal cancer", ["D003123"])]  # given: kept
+    sure = FakeTagger(confidence={"colorectal cancer": 0.99})
+    with TestClient(create_app(tiny_model(), sure, limits=LIMITS, min_score=0.9)) as client:
+        found = client.post("/annotate", json={"documents": [{"id": "a", "text": text}]}).json()["documents"][0]
+    assert [(m["text"], m["ids"]) for m in found["mentions"]] == [
+        ("Lynch syndrome", ["D003123"]), ("HNPCC", ["D003123"]), ("colorectal cancer", [])]  # sure: kept, unlinked

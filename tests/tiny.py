@@ -54,18 +54,21 @@ def tiny_tagger(folder: Path, seed: int = 0, hidden: int = 32, **options):
 
 class FakeTagger:
     """A deterministic stand-in for DiseaseTagger: every case-insensitive, whole-word occurrence of
-    one of `names` is a Disease mention (the longest name first where two overlap)."""
+    one of `names` is a Disease mention (the longest name first where two overlap), with the tagger
+    confidence that `confidence` gives its lower-cased text (None where it gives none)."""
 
     def __init__(self, names=("Lynch syndrome", "HNPCC", "colorectal cancer", "breast cancer", "ovarian cancer",
-                              "Wilson disease", "WD", "cancer")):
+                              "Wilson disease", "WD", "cancer"), confidence: dict[str, float] | None = None):
         import re
 
         self.pattern = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + r")\b",
                                   re.IGNORECASE)
         self.calls: list[list[str]] = []
+        self.confidence = confidence or {}
 
     def tag(self, texts):
         from biosyn.data.records import Mention
 
         self.calls.append(list(texts))
-        return [[Mention(m.start(), m.end(), m.group(), "Disease") for m in self.pattern.finditer(t)] for t in texts]
+        return [[Mention(m.start(), m.end(), m.group(), "Disease", confidence=self.confidence.get(m.group().lower()))
+                 for m in self.pattern.finditer(t)] for t in texts]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..data.records import Document, Mention
 from ..model.biosyn import BioSyn, Normalization
+from ..model.presets import SURE_SPAN_CONFIDENCE
 
 if TYPE_CHECKING:  # the tagger's module imports torch; linking alone must not
     from ..ner.tagger import DiseaseTagger
@@ -28,6 +29,15 @@ class LinkedMention:
     text: str
     type: str
     normalization: Normalization = field(repr=False, compare=False)
+    confidence: float | None = field(default=None, compare=False)  # the tagger's, for a found span
+
+    @classmethod
+    def of(cls, mention: Mention, normalization: Normalization) -> "LinkedMention":
+        return cls(mention.start, mention.end, mention.text, mention.type, normalization, mention.confidence)
+
+    def unlinked(self) -> "LinkedMention":
+        """The span without concepts (PubTator's -1)."""
+        return replace(self, normalization=Normalization(self.normalization.mention, self.normalization.parts, []))
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -43,7 +53,7 @@ class LinkedMention:
         return tuple(c.score for c in self.normalization.top)
 
     def as_mention(self) -> Mention:
-        return Mention(self.start, self.end, self.text, self.type, self.ids)
+        return Mention(self.start, self.end, self.text, self.type, self.ids, self.confidence)
 
 
 def linked_document(doc: Document, linked: Sequence[LinkedMention]) -> Document:
@@ -51,11 +61,19 @@ def linked_document(doc: Document, linked: Sequence[LinkedMention]) -> Document:
     return Document(doc.pmid, doc.title, doc.abstract, [m.as_mention() for m in linked], list(doc.relations))
 
 
-def confident(linked: list[LinkedMention], min_score: float | None) -> list[LinkedMention]:
-    """The found mentions whose every part links with at least `min_score` (all of them for None)."""
+def confident(linked: list[LinkedMention], min_score: float | None,
+              min_confidence: float | None = SURE_SPAN_CONFIDENCE) -> list[LinkedMention]:
+    """The found mentions whose every part links with at least `min_score` (all of them for None), and,
+    without concepts, those under it that the tagger found with at least `min_confidence` (None: none)."""
     if min_score is None:
         return linked
-    return [m for m in linked if m.scores and min(m.scores) >= min_score]
+    kept = []
+    for m in linked:
+        if m.scores and min(m.scores) >= min_score:
+            kept.append(m)
+        elif min_confidence is not None and m.confidence is not None and m.confidence >= min_confidence:
+            kept.append(m.unlinked())
+    return kept
 
 
 @dataclass
@@ -76,12 +94,14 @@ class Annotator:
     """
 
     def __init__(self, tagger: DiseaseTagger | None, linker: BioSyn, *, mode: str | None = None,
-                 min_score: float | None = None):
+                 min_score: float | None = None, min_confidence: float | None = SURE_SPAN_CONFIDENCE):
         """`min_score`: a span the tagger found is kept only when every part's best link scores at
-        least this much (the linker's scale; given spans are always kept). None keeps them all."""
+        least this much (the linker's scale; given spans are always kept). None keeps them all.
+        `min_confidence`: ... or, without concepts, when the tagger is at least this sure of it (None: never)."""
         if linker.index is None:
             raise ValueError("the linker has no index: build or attach one first")
         self.tagger, self.linker, self.mode, self.min_score = tagger, linker, mode, min_score
+        self.min_confidence = min_confidence
         self.timings = Timings()
 
     def find(self, texts: Sequence[str]) -> list[list[Mention]]:
@@ -98,7 +118,7 @@ class Annotator:
         mentions = [m.text for ms in spans for m in ms]
         contexts = [t for t, ms in zip(texts, spans) for _ in ms]
         results = iter(self.linker.normalize(mentions, 1, mode=self.mode, texts=contexts) if mentions else [])
-        out = [[LinkedMention(m.start, m.end, m.text, m.type, next(results)) for m in ms] for ms in spans]
+        out = [[LinkedMention.of(m, next(results)) for m in ms] for ms in spans]
         self.timings.linker += time.perf_counter() - started
         self.timings.documents += len(texts)
         self.timings.mentions += len(mentions)
@@ -117,7 +137,8 @@ class Annotator:
         for i, found in zip(to_find, self.find([texts[i] for i in to_find]) if to_find else []):
             filled[i] = found
         tagged = set(to_find)
-        return [confident(ms, self.min_score) if i in tagged else ms for i, ms in enumerate(self.link(texts, filled))]
+        return [confident(ms, self.min_score, self.min_confidence) if i in tagged else ms
+                for i, ms in enumerate(self.link(texts, filled))]
 
     def annotate_documents(self, docs: Sequence[Document], *, find: bool | None = None) -> list[Document]:
         """Copies of `docs` whose mentions carry concept IDs. Mentions are found by the tagger when

@@ -16,6 +16,8 @@ class Mention:
     text: str
     type: str
     ids: tuple[str, ...] = ()
+    # A tagger's probability of the span's tags (its least sure word); None for spans given or added by a rule.
+    confidence: float | None = field(default=None, compare=False)
 
     @property
     def is_composite(self) -> bool:

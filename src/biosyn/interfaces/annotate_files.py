@@ -114,7 +114,8 @@ def cmd_annotate(args) -> int:
     linker = load_linker(args.model, index=args.index, vocabulary=args.vocabulary, add_mentions=args.add_mentions,
                          data_dir=args.data_dir, trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     with_reranker(linker, args.rerank)
-    annotator = Annotator(tagger, linker, mode=args.mode, min_score=default_min_score(linker, args.min_score, args.mode))
+    annotator = Annotator(tagger, linker, mode=args.mode, min_score=default_min_score(linker, args.min_score, args.mode),
+                          min_confidence=args.min_confidence)
     annotate_sources(annotator, sources, batch=args.batch_size)
     text = render(sources, fmt)
     if args.output:

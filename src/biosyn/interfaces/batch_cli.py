@@ -63,6 +63,7 @@ def cmd_batch(args) -> int:
     assert linker.index is not None
     index = linker.index.path or linker.index.save(Path(args.output) / ".batch-index")  # the cache could not be written
     job = BatchJob.create(linker, index, tagger, mode=args.mode, min_score=default_min_score(linker, args.min_score, args.mode),
+                          min_confidence=args.min_confidence,
                           input_format=args.input_format, output_format=args.format, batch_size=args.batch_size,
                           trust_pickle=args.trust_pickle, bf16=args.bf16, backend=args.backend)
     def done(shard: dict) -> None:

@@ -56,10 +56,12 @@ def _model_options(p: argparse.ArgumentParser, *, index: bool = True, rerank: bo
 
 def _linking_options(p: argparse.ArgumentParser, *, without_tagger: str = "") -> None:
     """What `annotate` and `batch` share: the tagger, the link threshold and the vocabulary or index."""
-    from .loading import MIN_SCORE_HELP, TAGGER_DEFAULT
+    from ..model.presets import SURE_SPAN_CONFIDENCE
+    from .loading import MIN_CONFIDENCE_HELP, MIN_SCORE_HELP, TAGGER_DEFAULT
 
     p.add_argument("--tagger", help=f"tagger folder or hub id (default: $BIOSYN_TAGGER, else {TAGGER_DEFAULT}{without_tagger})")
     p.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
+    p.add_argument("--min-confidence", type=float, default=SURE_SPAN_CONFIDENCE, help=MIN_CONFIDENCE_HELP)
     p.add_argument("--vocabulary", default="medic-2012", help="vocabulary name or file, when no --index is given")
     p.add_argument("--add-mentions", metavar="CORPUS:SPLITS", default=None,
                    help="also match a corpus's annotated mentions (default for MEDIC: ncbi-disease:train,dev when present)")

@@ -27,7 +27,7 @@ from ..data.records import Dictionary, Vocabulary
 from ..encoders.onnx import Backend
 from ..encoders.sparse import SparseEncoder
 from ..model.biosyn import BioSyn, vocabulary_fingerprint
-from ..model.presets import MIN_LINK_SHARE
+from ..model.presets import MIN_LINK_SHARE, SURE_SPAN_CONFIDENCE
 from ..model.specs import load_model
 from ..search.index import IndexMismatchError, NameIndex, fingerprint_dictionary, sparse_fingerprint
 
@@ -196,6 +196,8 @@ def attach_cached_index(model: BioSyn, vocabulary: str, mentions: str | None, da
 MIN_SCORE_HELP = ("keep a found span only when its link score reaches this (the linker's scale; default: "
                   f"{MIN_LINK_SHARE:.3f} of the highest score a hybrid cosine linker gives, i.e. 1.0 for the packaged MiniLM, "
                   "chosen on NCBI dev; none for other linkers)")
+MIN_CONFIDENCE_HELP = ("keep a found span whose link score is under --min-score, without concept IDs, when the tagger's "
+                       f"probability of its tags is at least this (default {SURE_SPAN_CONFIDENCE}, chosen on NCBI dev; over 1: never)")
 
 
 def default_min_score(linker: BioSyn, given: float | None = None, mode: str | None = None) -> float | None:

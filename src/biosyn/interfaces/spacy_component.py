@@ -21,6 +21,8 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans, minibatch
 
+from ..model.presets import SURE_SPAN_CONFIDENCE
+
 for _name in ("kb_ents", "biosyn_concepts"):
     if not Span.has_extension(_name):  # scispaCy registers kb_ents too
         Span.set_extension(_name, default=[])
@@ -28,23 +30,25 @@ for _name in ("kb_ents", "biosyn_concepts"):
 
 @Language.factory("biosyn", default_config={
     "tagger": None, "model": None, "index": None, "vocabulary": "medic-2012", "add_mentions": None, "data_dir": None,
-    "mode": None, "min_score": None, "label": "Disease", "batch_size": 16,
+    "mode": None, "min_score": None, "min_confidence": SURE_SPAN_CONFIDENCE, "label": "Disease", "batch_size": 16,
 })
 def make_biosyn(nlp: Language, name: str, tagger: str | None, model: str | None, index: str | None,
                 vocabulary: str, add_mentions: str | None, data_dir: str | None, mode: str | None,
-                min_score: float | None, label: str, batch_size: int) -> "BiosynComponent":
-    """`tagger`, `model`, `index`, `vocabulary`, `add_mentions`, `data_dir`, `mode`, `min_score` as in
-    `biosyn annotate` (null: the same defaults)."""
+                min_score: float | None, min_confidence: float | None, label: str, batch_size: int) -> "BiosynComponent":
+    """`tagger`, `model`, `index`, `vocabulary`, `add_mentions`, `data_dir`, `mode`, `min_score`, `min_confidence`
+    as in `biosyn annotate` (null: the same defaults, except a null min_confidence: never)."""
     return BiosynComponent(name, tagger=tagger, model=model, index=index, vocabulary=vocabulary, add_mentions=add_mentions,
-                           data_dir=data_dir, mode=mode, min_score=min_score, label=label, batch_size=batch_size)
+                           data_dir=data_dir, mode=mode, min_score=min_score, min_confidence=min_confidence, label=label,
+                           batch_size=batch_size)
 
 
 class BiosynComponent:
     def __init__(self, name: str = "biosyn", *, tagger=None, model=None, index=None, vocabulary="medic-2012",
-                 add_mentions=None, data_dir=None, mode=None, min_score=None, label="Disease", batch_size=16, annotator=None):
+                 add_mentions=None, data_dir=None, mode=None, min_score=None, min_confidence=SURE_SPAN_CONFIDENCE,
+                 label="Disease", batch_size=16, annotator=None):
         self.name, self.label, self.batch_size = name, label, batch_size
         self._load = dict(tagger=tagger, model=model, index=index, vocabulary=vocabulary, add_mentions=add_mentions,
-                          data_dir=data_dir, mode=mode, min_score=min_score)
+                          data_dir=data_dir, mode=mode, min_score=min_score, min_confidence=min_confidence)
         self._annotator = annotator  # an Annotator to use instead of loading one
 
     @property
@@ -57,7 +61,8 @@ class BiosynComponent:
             linker = load_linker(c["model"], index=c["index"], vocabulary=c["vocabulary"], add_mentions=c["add_mentions"],
                                  data_dir=c["data_dir"])
             self._annotator = Annotator(load_tagger(c["tagger"]), linker, mode=c["mode"],
-                                        min_score=default_min_score(linker, c["min_score"], c["mode"]))
+                                        min_score=default_min_score(linker, c["min_score"], c["mode"]),
+                                        min_confidence=c["min_confidence"])
         return self._annotator
 
     def __call__(self, doc: Doc) -> Doc:

@@ -11,9 +11,10 @@ import time
 from ..data.locate import CORPORA
 from ..data.records import Document
 from ..encoders.onnx import BACKEND_HELP, BACKENDS
+from ..model.presets import SURE_SPAN_CONFIDENCE
 from ..search.scoring import MODES
 from ..training.config import TaggerTrainingConfig
-from .loading import MIN_SCORE_HELP, TAGGER_DEFAULT as DEFAULT_TAGGER
+from .loading import MIN_CONFIDENCE_HELP, MIN_SCORE_HELP, TAGGER_DEFAULT as DEFAULT_TAGGER
 
 
 def add_parsers(sub) -> None:
@@ -59,7 +60,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--propagate", action=argparse.BooleanOptionalAction,
                     help="document-level propagation of tagged strings (default: as the tagger was saved)")
     ev.add_argument("--abbreviations", action=argparse.BooleanOptionalAction,
-                    help="make Ab3P short forms agree with their long forms (default: as saved)")
+                    help="tag the Ab3P short forms of tagged long forms (default: as saved)")
     ev.add_argument("--window", type=int, help="tokens per window (default: as saved)")
     ev.add_argument("--overlap", type=int, help="tokens shared by neighbouring windows (default: as saved)")
     ev.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the tagger (CPU)")
@@ -72,6 +73,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--output", help="write the figures here (JSON)")
     ev.add_argument("--model", help="linker (as for `biosyn evaluate`; default: the trained model, else minilm)")
     ev.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
+    ev.add_argument("--min-confidence", type=float, default=SURE_SPAN_CONFIDENCE, help=MIN_CONFIDENCE_HELP)
     ev.add_argument("--min-score-sweep", type=_scores, metavar="T1,T2,...",
                     help="also score the found spans at each of these link-score thresholds, from the same tagging and "
                          "linking (to choose --min-score for a linker on dev)")
@@ -204,8 +206,9 @@ def cmd_evaluate(args) -> int:
             min_score = default_min_score(linker, args.min_score, args.mode)
             annotator = Annotator(tagger, linker, mode=args.mode)  # every found span; thresholds below
             linked = annotator.annotate_spans([d.text for d in blank], [None] * len(blank))
-            at = lambda threshold: [linked_document(d, confident(ms, threshold)) for d, ms in zip(blank, linked)]  # noqa: E731
-            report["min_score"] = min_score
+            at = lambda threshold: [linked_document(d, confident(ms, threshold, args.min_confidence))  # noqa: E731
+                                    for d, ms in zip(blank, linked)]
+            report["min_score"], report["min_confidence"] = min_score, args.min_confidence
             found = at(min_score)
             if args.min_score_sweep:
                 report["min_score_sweep"] = {str(t): _joint_scores(gold, at(t), resolve) for t in [None, *args.min_score_sweep]}

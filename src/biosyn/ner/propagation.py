@@ -2,8 +2,8 @@
 
 - Repeats: a string tagged once is a mention wherever it recurs in the same document.
 - Abbreviations (Ab3P pairs of the document): when the long form is tagged, every occurrence of
-  its short form is a mention; when the long form occurs but is never tagged, the short form is
-  not a disease there either ("von Hippel-Lindau (VHL) protein"), and its tagged occurrences go.
+  its short form is a mention. Nothing is taken away: removing a tagged short form whose long form
+  occurs untagged ("von Hippel-Lindau (VHL) protein") cost more than it gained on NCBI dev.
 Only whole-word occurrences that overlap no found span are added.
 """
 
@@ -27,18 +27,12 @@ def propagate(text: str, spans: list[Mention], abbreviations: Mapping[str, str] 
     Strings shorter than `min_chars` are not spread."""
     tagged = {m.text for m in spans}
     needles = set(tagged) if repeats else set()
-    untrusted = set()
-    for short, long in (abbreviations or {}).items():
-        if long in tagged:
-            needles.add(short)
-        elif short in tagged and any(True for _ in occurrences(text, long)):
-            untrusted.add(short)
-    kept = [m for m in spans if m.text not in untrusted]
-    taken = sorted((m.start, m.end) for m in kept)
+    needles |= {short for short, long in (abbreviations or {}).items() if long in tagged}
+    taken = sorted((m.start, m.end) for m in spans)
     added: list[Mention] = []
     default_type = spans[0].type if spans else "Disease"
     # Longer strings first, so "ovarian cancer" wins over a tagged "cancer" inside it.
-    for needle in sorted(needles - untrusted, key=len, reverse=True):
+    for needle in sorted(needles, key=len, reverse=True):
         if len(needle) < min_chars:
             continue
         for start, end in occurrences(text, needle):
@@ -46,4 +40,4 @@ def propagate(text: str, spans: list[Mention], abbreviations: Mapping[str, str] 
                 continue
             taken.append((start, end))
             added.append(Mention(start, end, text[start:end], default_type))
-    return sorted([*kept, *added], key=lambda m: (m.start, m.end))
+    return sorted([*spans, *added], key=lambda m: (m.start, m.end))

@@ -39,7 +39,7 @@ from ..preprocess.abbreviations import find_abbreviations
 from .labels import ENTITY, ID2LABEL, LABEL2ID
 from .lexicon import Lexicon
 from .propagation import propagate
-from .windows import TokenizedText, tag_spans, tokenize, viterbi_bio, windows, without_surrogates
+from .windows import TokenizedText, span_confidence, tag_spans, tokenize, viterbi_bio, windows, without_surrogates
 
 if TYPE_CHECKING:  # torch and transformers are imported where the torch backend needs them, not on the ONNX path
     import torch
@@ -56,7 +56,7 @@ class TaggerOptions:
     overlap: int = 8  # tokens shared by neighbouring windows at inference (chosen on NCBI dev: docs/tagger.md)
     batch_size: int = 32  # windows per forward pass
     propagate: bool = False  # a string tagged once is tagged wherever it recurs in the document
-    abbreviations: bool = False  # Ab3P pairs agree: tagged long form -> short forms tagged, untagged -> untagged
+    abbreviations: bool = True  # the Ab3P short forms of a tagged long form are tagged too (NCBI dev: +0.9 NER F1)
     int8: bool = False  # dynamic int8 quantisation of the linear layers for CPU inference
     lexicon: bool = False  # add the training lexicon's strings where the model found nothing (lexicon.py)
     lexicon_min_ratio: float = 0.5  # ... those annotated at least this often in the training text
@@ -244,7 +244,8 @@ class DiseaseTagger:
 
     def decode(self, tokenized: TokenizedText, word_lp: np.ndarray) -> list[Mention]:
         text, words = tokenized.text, tokenized.words
-        spans = [Mention(words[a][0], words[b - 1][1], text[words[a][0]:words[b - 1][1]], ENTITY)
+        spans = [Mention(words[a][0], words[b - 1][1], text[words[a][0]:words[b - 1][1]], ENTITY,
+                         confidence=span_confidence(word_lp, a, b))
                  for a, b in tag_spans(viterbi_bio(word_lp))]
         if self.options.lexicon and self.lexicon is not None:
             added = self.lexicon.find(text, [(m.start, m.end) for m in spans], ENTITY, self.options.lexicon_min_ratio)

@@ -93,6 +93,11 @@ def viterbi_bio(log_probs: np.ndarray) -> np.ndarray:
     return tags
 
 
+def span_confidence(log_probs: np.ndarray, first: int, end: int) -> float:
+    """The probability of the least sure of the tags B, I, ... that make words [first, end) one span."""
+    return float(np.exp(min(log_probs[first, 1], log_probs[first + 1:end, 2].min(initial=0.0))))
+
+
 def tag_spans(tags: np.ndarray) -> list[tuple[int, int]]:
     """Word ranges [first, last + 1) of the entities in a BIO tag sequence."""
     spans, start = [], None

@@ -54,7 +54,7 @@ class BatchJob:
 
     @classmethod
     def create(cls, linker, index: str | Path, tagger: str | Path | None, *, mode: str | None = None,
-               min_score: float | None = None, input_format: str | None = None, output_format: str = "jsonl",
+               min_score: float | None = None, min_confidence: float | None = None, input_format: str | None = None, output_format: str = "jsonl",
                batch_size: int = BATCH, trust_pickle: bool = False, bf16: bool = False, backend: str | None = None) -> BatchJob:
         """A job for a loaded `linker` whose index is saved at `index`; fingerprints its model, index and tagger."""
         index_manifest = json.loads((Path(index) / "manifest.json").read_text(encoding="utf-8"))
@@ -63,7 +63,7 @@ class BatchJob:
             "sparse_fingerprint": sparse_fingerprint(linker.sparse_encoder) if linker.sparse_encoder else None,
             "index_fingerprint": _digest(index_manifest.get("checksums")),
             "tagger_fingerprint": None if tagger is None else _digest(file_checksums(Path(tagger))),
-            "mode": mode or linker.default_mode, "min_score": min_score,
+            "mode": mode or linker.default_mode, "min_score": min_score, "min_confidence": min_confidence,
             "input_format": input_format, "output_format": output_format,
         }
         return cls(_absolute(linker.spec), str(Path(index).resolve()), None if tagger is None else str(Path(tagger).resolve()),
@@ -108,7 +108,9 @@ class ShardWorker:
         linker = load_model(job.model, trust_pickle=job.trust_pickle, bf16=job.bf16, backend=job.backend)
         linker.use_index(NameIndex.load(job.index, verify=False))  # memory-mapped; the driver checked it
         tagger: Any = _LazyTagger(job.tagger, job.backend) if job.tagger else None
-        self.annotator = Annotator(tagger, linker, mode=job.settings.get("mode"), min_score=job.settings.get("min_score"))
+        # A job made before min_confidence existed has no such setting: none, as it ran then.
+        self.annotator = Annotator(tagger, linker, mode=job.settings.get("mode"), min_score=job.settings.get("min_score"),
+                                   min_confidence=job.settings.get("min_confidence"))
         self.job, self.output_dir = job, output_dir
 
     def __call__(self, batch: dict) -> dict:

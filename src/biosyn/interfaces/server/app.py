@@ -38,6 +38,7 @@ from ...data.errors import FormatError, SpanError
 from ...data.ids import normalize_id
 from ...data.pubtator import format_pubtator, parse_pubtator
 from ...data.records import Document, Mention
+from ...model.presets import SURE_SPAN_CONFIDENCE
 from ...search.scoring import MODES, Mode
 from ..normalize_files import result_json
 from .limits import Limits
@@ -461,10 +462,11 @@ class CatchAll:
 
 
 def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str | None = None,  # noqa: B008 (Limits is frozen)
-               min_score: float | None = None) -> FastAPI:
+               min_score: float | None = None, min_confidence: float | None = SURE_SPAN_CONFIDENCE) -> FastAPI:
     """The API over `model` (a BioSyn with an index); `vocabulary` names its vocabulary in GET /info.
     `tagger` (a DiseaseTagger, or anything with its `tag(texts)`) finds mentions for /annotate; a found
-    mention whose link score is under `min_score` is dropped (`Annotator`'s rule)."""
+    mention whose link score is under `min_score` is dropped, or kept without concepts when the tagger
+    is at least `min_confidence` sure of it (`Annotator`'s rule)."""
     if model.index is None:
         raise ValueError("the model has no index: build or attach one before serving it")
     modes = MODES if model.default_mode == "hybrid" else ("sparse",)
@@ -611,9 +613,9 @@ def create_app(model, tagger=None, *, limits: Limits = Limits(), vocabulary: str
         check_mentions(mentions)
         texts = [d.text for d in docs for _ in d.mentions]
         results = iter(await state.batcher.normalize(mentions, texts, 1, mode, timeout_s=max(0.0, deadline - loop.time())))
-        linked = [[LinkedMention(m.start, m.end, m.text, m.type, next(results)) for m in d.mentions] for d in docs]
+        linked = [[LinkedMention.of(m, next(results)) for m in d.mentions] for d in docs]
         tagged = set(to_find)
-        return [(d, confident(ms, min_score) if i in tagged else ms) for i, (d, ms) in enumerate(zip(docs, linked))]
+        return [(d, confident(ms, min_score, min_confidence) if i in tagged else ms) for i, (d, ms) in enumerate(zip(docs, linked))]
 
     return app
 

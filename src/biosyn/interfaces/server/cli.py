@@ -7,7 +7,8 @@ import sys
 from dataclasses import fields
 
 from ...encoders.onnx import BACKEND_HELP, BACKENDS
-from ..loading import MIN_SCORE_HELP, RERANK_HELP
+from ...model.presets import SURE_SPAN_CONFIDENCE
+from ..loading import MIN_CONFIDENCE_HELP, MIN_SCORE_HELP, RERANK_HELP
 from .limits import Limits
 
 
@@ -31,6 +32,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--min-score", type=float, help=MIN_SCORE_HELP)
+    p.add_argument("--min-confidence", type=float, default=SURE_SPAN_CONFIDENCE, help=MIN_CONFIDENCE_HELP)
     for f in fields(Limits):  # one option per limit, named, typed and explained by the dataclass
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                        help=f"{f.metadata['help']} (default {f.default})")
@@ -54,7 +56,7 @@ def cmd_serve(args) -> int:
     with_reranker(model, args.rerank)
     limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
     app = create_app(model, tagger, limits=limits, vocabulary=None if args.index else args.vocabulary,
-                     min_score=default_min_score(model, args.min_score))
+                     min_score=default_min_score(model, args.min_score), min_confidence=args.min_confidence)
     uvicorn.Server(server_config(app, limits, host=args.host, port=args.port)).run()
     return 0
 
