@@ -249,6 +249,7 @@ def test_a_weakly_linked_span_the_tagger_is_sure_of_stays_without_a_concept(inde
         ("Lynch syndrome", ["D003123"], ["Colorectal Neoplasms, Hereditary Nonpolyposis"], [1.0]),
         ("HNPCC", ["D003123"], ["Colorectal Neoplasms, Hereditary Nonpolyposis"], [1.0]),
         ("colorectal cancer", [], [], [])]
+    assert [m.get("confidence") for m in record["mentions"]] == [None, 0.5, 0.99]  # only where the tagger gave one
     assert annotate(index_dir, "--min-score", "0.7", "--min-confidence", "1.01", "--format", "jsonl", LYNCH) == 0
     assert [m["text"] for m in json.loads(capsys.readouterr().out)["mentions"]] == ["Lynch syndrome", "HNPCC"]
 

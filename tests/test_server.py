@@ -855,3 +855,4 @@ def test_annotate_drops_weakly_linked_found_mentions_with_min_score():
         found = client.post("/annotate", json={"documents": [{"id": "a", "text": text}]}).json()["documents"][0]
     assert [(m["text"], m["ids"]) for m in found["mentions"]] == [
         ("Lynch syndrome", ["D003123"]), ("HNPCC", ["D003123"]), ("colorectal cancer", [])]  # sure: kept, unlinked
+    assert "confidence" not in found["mentions"][0] and found["mentions"][2]["confidence"] == 0.99

@@ -39,6 +39,10 @@ def _annotate(annotator, sources: list[Source]) -> None:
 
 
 def mention_json(m) -> dict:
-    """A LinkedMention as the JSONL output and the server's JSON give it."""
-    return {"start": m.start, "end": m.end, "text": m.text, "type": m.type, "ids": list(m.ids), "names": list(m.names),
-            "scores": [round(s, 6) for s in m.scores]}
+    """A LinkedMention as the JSONL output and the server's JSON give it; `confidence` only for a span the
+    tagger found (given spans and spans added by a document rule have none)."""
+    out = {"start": m.start, "end": m.end, "text": m.text, "type": m.type, "ids": list(m.ids), "names": list(m.names),
+           "scores": [round(s, 6) for s in m.scores]}
+    if m.confidence is not None:
+        out["confidence"] = round(m.confidence, 4)
+    return out
