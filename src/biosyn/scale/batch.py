@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..annotation.sources import BATCH
+from ..model.presets import SURE_SPAN_CONFIDENCE
 from ..search.index import file_checksums, sparse_fingerprint
 from .cluster import ray_session
 from .shards import Shard, annotate_shard, read_manifest, shard_from_json, shard_status, shard_to_json
@@ -54,7 +55,8 @@ class BatchJob:
 
     @classmethod
     def create(cls, linker, index: str | Path, tagger: str | Path | None, *, mode: str | None = None,
-               min_score: float | None = None, min_confidence: float | None = None, input_format: str | None = None, output_format: str = "jsonl",
+               min_score: float | None = None, min_confidence: float | None = SURE_SPAN_CONFIDENCE,
+               input_format: str | None = None, output_format: str = "jsonl",
                batch_size: int = BATCH, trust_pickle: bool = False, bf16: bool = False, backend: str | None = None) -> BatchJob:
         """A job for a loaded `linker` whose index is saved at `index`; fingerprints its model, index and tagger."""
         index_manifest = json.loads((Path(index) / "manifest.json").read_text(encoding="utf-8"))
