@@ -14,7 +14,18 @@ import pytest
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'biosyn[onnx]')")
 
 from biosyn.encoders.dense import DenseEncoder  # noqa: E402
-from biosyn.encoders.onnx import SIDECAR, Backend, NoExportError, OnnxEncoder, StaleExportError, export, find_export  # noqa: E402
+from biosyn.encoders.onnx import (  # noqa: E402
+    INT8_SCHEME,
+    INT8_SCHEME_BEFORE,
+    SIDECAR,
+    Backend,
+    NoExportError,
+    OnnxEncoder,
+    StaleExportError,
+    export,
+    find_export,
+)
+from biosyn.interfaces import loading  # noqa: E402
 from biosyn.interfaces.cli import main  # noqa: E402
 from biosyn.model.biosyn import BioSyn  # noqa: E402
 from biosyn.preprocess.pipeline import build_dictionary  # noqa: E402
@@ -59,8 +70,17 @@ def test_export_round_trip_gives_torchs_vectors_and_fingerprint(tmp_path, poolin
     np.testing.assert_allclose(got, want, atol=ATOL)
     # Batches of 2 pad differently; the vectors do not change.
     np.testing.assert_allclose(onnx_model.encoder.embed(NAMES, batch_size=2), torch_model.encoder.embed(NAMES), atol=ATOL)
-    int8 = BioSyn.from_pretrained(folder, backend="onnx-int8").embed(NAMES)
+    int8_model = BioSyn.from_pretrained(folder, backend="onnx-int8")
+    int8 = int8_model.embed(NAMES)
     assert int8.shape == want[:6].shape and not np.allclose(int8, want[:6], atol=ATOL)  # other weights, near vectors
+    # The int8 weights' scheme is recorded, and an index embedded with them is cached under it.
+    assert int8_model.encoder.int8_scheme == json.loads((folder / SIDECAR).read_text())["int8_scheme"] == INT8_SCHEME
+    keys = {loading._model_key(m) for m in (torch_model, onnx_model, int8_model)}
+    sidecar = json.loads((folder / SIDECAR).read_text())
+    del sidecar["int8_scheme"]  # as an export made before the scheme was recorded
+    (folder / SIDECAR).write_text(json.dumps(sidecar))
+    older = BioSyn.from_pretrained(folder, backend="onnx-int8")
+    assert older.encoder.int8_scheme == INT8_SCHEME_BEFORE and len(keys | {loading._model_key(older)}) == 3
     # An index built on torch serves ONNX queries: the same fingerprint, the same ranking.
     vocab = tiny_vocabulary()
     torch_model.build_index(build_dictionary(vocab), vocab)
@@ -150,6 +170,12 @@ def test_the_tagger_exports_and_tags_as_on_torch(tmp_path, capsys):
     torch_tagger = tiny_tagger(folder, max_length=16, overlap=4)  # short windows: the first text needs several
     assert main(["export", str(folder), "--int8"]) == 0
     assert "exported the tagger" in capsys.readouterr().out
+    assert main(["export", str(folder), "--int8"]) == 0 and "is current" in capsys.readouterr().out
+    sidecar = json.loads((folder / SIDECAR).read_text())
+    del sidecar["int8_scheme"]  # int8 weights made before the scheme was recorded: one scale per tensor
+    (folder / SIDECAR).write_text(json.dumps(sidecar))
+    assert main(["export", str(folder), "--int8"]) == 0 and "exported the tagger" in capsys.readouterr().out
+    assert json.loads((folder / SIDECAR).read_text())["int8_scheme"] == INT8_SCHEME
     onnx = DiseaseTagger.from_pretrained(folder, backend=None)
     assert onnx.onnx is not None and onnx.model is None
     for (tokens, got), (want_tokens, want) in zip(onnx.word_log_probs(TEXTS), torch_tagger.word_log_probs(TEXTS)):

@@ -144,9 +144,12 @@ def _own_sparse(model: BioSyn) -> SparseEncoder | None:
 
 
 def _model_key(model: BioSyn) -> str:
-    """The model's part of a cache key. int8 rows are cached apart: they are further from the model's vectors
-    than bf16 or ONNX fp32 ones (docs/results.md), and an index serves every later call."""
-    return f"{model.fingerprint}{'|int8' if model.backend == Backend.ONNX_INT8 else ''}"
+    """The model's part of a cache key. int8 rows are cached apart, by how the int8 weights were made: they are
+    further from the model's vectors than bf16 or ONNX fp32 ones (docs/results.md), and an index serves every
+    later call."""
+    if model.backend != Backend.ONNX_INT8:
+        return str(model.fingerprint)
+    return f"{model.fingerprint}|int8|{getattr(model.encoder, 'int8_scheme', None)}"
 
 
 def dictionary_key(model: BioSyn, vocabulary: str, vocabulary_format: str | None, mentions: str | None,
