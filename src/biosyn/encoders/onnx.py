@@ -395,7 +395,13 @@ def export_graph(model: Any, sample: Any, where: Path, output: str, *, int8: boo
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         tmp = where / (ONNX_FILES[Backend.ONNX_INT8] + ".tmp")
-        quantize_dynamic(where / ONNX_FILES[Backend.ONNX], tmp, weight_type=QuantType.QInt8, per_channel=True)  # INT8_SCHEME
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantiser advises shape pre-processing on the root logger; measured without it
+        try:
+            quantize_dynamic(where / ONNX_FILES[Backend.ONNX], tmp, weight_type=QuantType.QInt8, per_channel=True)  # INT8_SCHEME
+        finally:
+            root.setLevel(level)
         os.replace(tmp, where / ONNX_FILES[Backend.ONNX_INT8])
         files.append(ONNX_FILES[Backend.ONNX_INT8])
     return files, names
