@@ -116,6 +116,23 @@ def test_without_a_tagger_documents_without_spans_are_counted_bad(tmp_path):
         ("101", 0), ("pubmed.xml.gz:article2", 1), ("103", 2)]
 
 
+def test_a_sure_span_that_links_weakly_is_kept_unlinked_with_its_confidence_in_parquet(tmp_path):
+    from tiny import FakeTagger
+
+    vocabulary = tiny_vocabulary()
+    linker = load_model("sparse")
+    linker.build_index(build_dictionary(vocabulary), vocabulary)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "n1.txt").write_text("Lynch syndrome raises colorectal cancer risk.")
+    tagger = FakeTagger(confidence={"colorectal cancer": 0.99, "lynch syndrome": 0.5})
+    annotator = Annotator(tagger, linker, min_score=0.7)  # colorectal cancer links at 0.62
+    annotate_shard(annotator, Shard("notes", str(tmp_path / "notes"), folder=True), tmp_path / "out", {}, job_fingerprint="x",
+                   output_format="parquet")
+    rows = read_rows(tmp_path / "out" / "notes.mentions.parquet")
+    assert [(r["text"], r["ids"], r["confidence"]) for r in rows] == [
+        ("Lynch syndrome", ["D003123"], 0.5), ("colorectal cancer", [], 0.99)]
+
+
 # -- the batch job on Ray ---------------------------------------------------------------------
 
 
@@ -270,6 +287,7 @@ def test_the_command_writes_parquet_and_a_summary(corpus, tmp_path, capsys):
     summary = json.loads((tmp_path / "batch-summary.json").read_text())
     assert summary["counts"] == {"documents": 6, "annotated": 5, "bad": 1, "mentions": 6}
     assert read_rows(tmp_path / "c.mentions.parquet")[0]["ids"] == ["D010051"]
+    assert read_rows(tmp_path / "c.mentions.parquet")[0]["confidence"] is None  # a given span: no tagger confidence
     assert main(args) == 0
     assert "0 done now, 3 already done" in capsys.readouterr().err
     shutil.rmtree(tmp_path)

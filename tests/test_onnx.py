@@ -176,6 +176,10 @@ def test_the_tagger_exports_and_tags_as_on_torch(tmp_path, capsys):
     (folder / SIDECAR).write_text(json.dumps(sidecar))
     assert main(["export", str(folder), "--int8"]) == 0 and "exported the tagger" in capsys.readouterr().out
     assert json.loads((folder / SIDECAR).read_text())["int8_scheme"] == INT8_SCHEME
+    # A plain export after an int8 one leaves the int8 file, which its sidecar no longer lists: not used.
+    assert main(["export", str(folder), "--force"]) == 0 and (folder / "model.int8.onnx").is_file()
+    assert find_export(folder, Backend.ONNX_INT8) is None and find_export(folder, Backend.ONNX) == folder
+    assert main(["export", str(folder), "--int8"]) == 0 and "exported the tagger" in capsys.readouterr().out
     onnx = DiseaseTagger.from_pretrained(folder, backend=None)
     assert onnx.onnx is not None and onnx.model is None
     for (tokens, got), (want_tokens, want) in zip(onnx.word_log_probs(TEXTS), torch_tagger.word_log_probs(TEXTS)):

@@ -60,6 +60,7 @@ FORMAT = "biosyn.onnx"
 VERSION = 1
 # How int8 weights are made: dynamic quantisation with a scale per output channel. One scale per tensor (exports
 # before this was recorded) cost the tagger 1.6 NER F1 on NCBI dev; per channel costs none (docs/results.md).
+INT8_SCHEMES = {"qint8-per-tensor": {"per_channel": False}, "qint8-per-channel": {"per_channel": True}}  # quantize_dynamic's
 INT8_SCHEME = "qint8-per-channel"
 INT8_SCHEME_BEFORE = "qint8-per-tensor"  # what an export without the record holds
 OPSET = 17
@@ -125,7 +126,8 @@ def find_export(folder: str | os.PathLike, backend: Backend = Backend.ONNX) -> P
         return None
     for where in (folder, cache_folder(folder)):
         info = read_sidecar(where)
-        if info is None or not (where / ONNX_FILES[backend]).is_file():
+        # A file the sidecar does not list is left over from an earlier export (an int8 file after a plain one).
+        if info is None or not (where / ONNX_FILES[backend]).is_file() or ONNX_FILES[backend] not in info.get("files", ()):
             continue
         if info.get("weights_stat") != weights_stat(folder) and info.get("weights_sha256") != weights_sha256(folder):
             raise StaleExportError(f"{where / ONNX_FILES[backend]} was exported from other weights than those in {folder} "
@@ -396,15 +398,18 @@ def export_graph(model: Any, sample: Any, where: Path, output: str, *, int8: boo
 
         tmp = where / (ONNX_FILES[Backend.ONNX_INT8] + ".tmp")
         root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the quantiser advises shape pre-processing on the root logger; measured without it
+        root.addFilter(_quantiser_advice)  # it advises shape pre-processing on the root logger; measured without it
         try:
-            quantize_dynamic(where / ONNX_FILES[Backend.ONNX], tmp, weight_type=QuantType.QInt8, per_channel=True)  # INT8_SCHEME
+            quantize_dynamic(where / ONNX_FILES[Backend.ONNX], tmp, weight_type=QuantType.QInt8, **INT8_SCHEMES[INT8_SCHEME])
         finally:
-            root.setLevel(level)
+            root.removeFilter(_quantiser_advice)
         os.replace(tmp, where / ONNX_FILES[Backend.ONNX_INT8])
         files.append(ONNX_FILES[Backend.ONNX_INT8])
     return files, names
+
+
+def _quantiser_advice(record: logging.LogRecord) -> bool:
+    return "pre-processing before quantization" not in record.getMessage()
 
 
 def write_sidecar(where: Path, source: str | os.PathLike, tokenizer: Any, info: dict) -> None:

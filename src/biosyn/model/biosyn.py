@@ -238,7 +238,8 @@ class BioSyn:
         """What an index built by this model records about it (beside the index's own fields)."""
         return {"model_fingerprint": self.fingerprint if dense else None,
                 # How the rows were computed; not part of what they mean, so in no cache key.
-                "embedded_with": {"backend": self.backend, "bf16": self.embed_options.bf16}
+                "embedded_with": {"backend": self.backend, "bf16": self.embed_options.bf16,
+                                  "int8_scheme": getattr(self.encoder, "int8_scheme", None)}
                 if dense else None,
                 "vocabulary_fingerprint": vocabulary_fingerprint(vocabulary),
                 "similarity": self.similarity, **(manifest or {})}

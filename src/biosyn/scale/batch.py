@@ -110,7 +110,6 @@ class ShardWorker:
         linker = load_model(job.model, trust_pickle=job.trust_pickle, bf16=job.bf16, backend=job.backend)
         linker.use_index(NameIndex.load(job.index, verify=False))  # memory-mapped; the driver checked it
         tagger: Any = _LazyTagger(job.tagger, job.backend) if job.tagger else None
-        # A job made before min_confidence existed has no such setting: none, as it ran then.
         self.annotator = Annotator(tagger, linker, mode=job.settings.get("mode"), min_score=job.settings.get("min_score"),
                                    min_confidence=job.settings.get("min_confidence"))
         self.job, self.output_dir = job, output_dir

@@ -183,7 +183,7 @@ def parquet_schema():
     strings = pa.list_(pa.string())
     return pa.schema([("document", pa.string()), ("position", pa.int64()), ("start", pa.int64()), ("end", pa.int64()),
                       ("text", pa.string()), ("type", pa.string()), ("ids", strings), ("names", strings),
-                      ("scores", pa.list_(pa.float64())), ("error", pa.string())])
+                      ("scores", pa.list_(pa.float64())), ("confidence", pa.float64()), ("error", pa.string())])
 
 
 def read_rows(path: str | Path) -> list[dict]:

@@ -147,6 +147,7 @@ class SpanOut(BaseModel):
     ids: list[str]
     names: list[str]
     scores: list[float]
+    confidence: float | None = None  # the tagger's, for a span it found
 
 
 class DocumentOut(BaseModel):
