@@ -234,13 +234,15 @@ class BioSyn:
                                      self.index_manifest(vocabulary, matrix is not None, manifest), dense_dtype)
         return self.index
 
+    def _embedded_with(self) -> dict:
+        scheme = getattr(self.encoder, "int8_scheme", None)
+        return {"backend": self.backend, "bf16": self.embed_options.bf16, **({"int8_scheme": scheme} if scheme else {})}
+
     def index_manifest(self, vocabulary: Vocabulary, dense: bool, manifest: dict | None = None) -> dict:
         """What an index built by this model records about it (beside the index's own fields)."""
         return {"model_fingerprint": self.fingerprint if dense else None,
                 # How the rows were computed; not part of what they mean, so in no cache key.
-                "embedded_with": {"backend": self.backend, "bf16": self.embed_options.bf16,
-                                  "int8_scheme": getattr(self.encoder, "int8_scheme", None)}
-                if dense else None,
+                "embedded_with": self._embedded_with() if dense else None,
                 "vocabulary_fingerprint": vocabulary_fingerprint(vocabulary),
                 "similarity": self.similarity, **(manifest or {})}
 
