@@ -44,6 +44,7 @@ def test_add_pipe_from_config_with_a_tagger_folder_and_a_saved_index(tmp_path):
     assert [(cid, name, round(score, 3)) for cid, name, score in breast._.biosyn_concepts] == [("D001943", "Breast Neoplasms", 0.694)]
     assert [(cid, round(score, 3)) for cid, score in breast._.kb_ents] == [("D001943", 0.694)]
     assert [(cid, name) for cid, name, _ in cancer._.biosyn_concepts] == [("D009369", "Neoplasms")]
+    assert breast._.biosyn_confidence > 0.99 and cancer._.biosyn_confidence > 0.99  # the head's B, sure
 
 
 def test_models_load_once_and_only_when_needed(monkeypatch):

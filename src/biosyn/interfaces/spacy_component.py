@@ -12,6 +12,8 @@ point, so `add_pipe("biosyn")` works without the import once biosyn is installed
 `kb_id_` the best concept, and two span extensions: `span._.kb_ents`, (concept ID, score) pairs
 as scispaCy's linker gives them, and `span._.biosyn_concepts`, (concept ID, preferred name, score)
 triples. A composite mention ("breast and ovarian cancer") has one pair or triple per part.
+`span._.biosyn_confidence` is the tagger's confidence in a span it found (None for given spans);
+such a span may have no concept (`kb_id_` empty) when it links weakly but the tagger is sure of it.
 The tagger's character spans are widened to whole spaCy tokens (`alignment_mode="expand"`).
 Models load once, at the first document, not when the pipeline is built.
 """
@@ -26,6 +28,8 @@ from ..model.presets import SURE_SPAN_CONFIDENCE
 for _name in ("kb_ents", "biosyn_concepts"):
     if not Span.has_extension(_name):  # scispaCy registers kb_ents too
         Span.set_extension(_name, default=[])
+if not Span.has_extension("biosyn_confidence"):
+    Span.set_extension("biosyn_confidence", default=None)
 
 
 @Language.factory("biosyn", default_config={
@@ -76,12 +80,14 @@ class BiosynComponent:
     def _set(self, doc: Doc, mentions) -> Doc:
         spans = []
         concepts: dict[tuple[int, int], list[tuple[str, str, float]]] = {}
+        confidence: dict[tuple[int, int], float | None] = {}
         for m in mentions:
             span = doc.char_span(m.start, m.end, label=self.label, kb_id=m.ids[0] if m.ids else "", alignment_mode="expand")
             if span is None:  # nothing but whitespace
                 continue
             spans.append(span)
             concepts.setdefault((span.start, span.end), [(c.concept_id, c.preferred_name, c.score) for c in m.normalization.top])
+            confidence.setdefault((span.start, span.end), m.confidence)
         ours = filter_spans(spans)  # two mentions widened onto the same tokens: the longer stays
         taken = {i for s in ours for i in range(s.start, s.end)}
         others = [e for e in doc.ents if taken.isdisjoint(range(e.start, e.end))]
@@ -90,4 +96,5 @@ class BiosynComponent:
             if (ent.start, ent.end) in concepts and ent.label_ == self.label:
                 ent._.biosyn_concepts = concepts[ent.start, ent.end]
                 ent._.kb_ents = [(cid, score) for cid, _, score in ent._.biosyn_concepts]
+                ent._.biosyn_confidence = confidence[ent.start, ent.end]
         return doc
