@@ -60,9 +60,9 @@ FORMAT = "biosyn.onnx"
 VERSION = 1
 # How int8 weights are made: dynamic quantisation with a scale per output channel. One scale per tensor (exports
 # before this was recorded) cost the tagger 1.6 NER F1 on NCBI dev; per channel costs none (docs/results.md).
-INT8_SCHEMES = {"qint8-per-tensor": {"per_channel": False}, "qint8-per-channel": {"per_channel": True}}  # quantize_dynamic's
 INT8_SCHEME = "qint8-per-channel"
 INT8_SCHEME_BEFORE = "qint8-per-tensor"  # what an export without the record holds
+INT8_SCHEMES = {INT8_SCHEME_BEFORE: {"per_channel": False}, INT8_SCHEME: {"per_channel": True}}  # quantize_dynamic's
 OPSET = 17
 BACKEND_HELP = ("what runs the encoder: torch, onnx or onnx-int8 (an export made by `biosyn export`); "
                 "default: onnx when the model has a valid export, else torch")
@@ -116,6 +116,11 @@ def read_sidecar(where: Path) -> dict | None:
     if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("version") != VERSION:
         raise StaleExportError(f"{path}: not a {FORMAT} v{VERSION} file; export again with `biosyn export`")
     return info
+
+
+def int8_scheme(info: dict) -> str:
+    """How an export's int8 weights were made (`info`: its sidecar)."""
+    return info.get("int8_scheme", INT8_SCHEME_BEFORE)
 
 
 def find_export(folder: str | os.PathLike, backend: Backend = Backend.ONNX) -> Path | None:
@@ -189,7 +194,7 @@ class OnnxModel:
             raise NoExportError(f"{where}: no {kind} export ({SIDECAR}); make one with `biosyn export`")
         self.exported = info
         self.backend = Backend.ONNX_INT8 if int8 else Backend.ONNX
-        self.int8_scheme = info.get("int8_scheme", INT8_SCHEME_BEFORE) if int8 else None
+        self.int8_scheme = int8_scheme(info) if int8 else None
         self._session = _SESSIONS.submit(inference_session, where / ONNX_FILES[self.backend], threads)
         self.tokenizer = load_tokenizer(where, info)
 

@@ -20,7 +20,7 @@ def add_export_parser(sub) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..encoders.onnx import INT8_SCHEME, INT8_SCHEME_BEFORE, Backend, StaleExportError, cache_folder, export, find_export, read_sidecar
+    from ..encoders.onnx import INT8_SCHEME, Backend, StaleExportError, cache_folder, export, find_export, int8_scheme, read_sidecar
     from ..model.specs import load_model, model_folder
     from ..ner.tagger import CONFIG_FILE as TAGGER_CONFIG, DiseaseTagger
 
@@ -31,8 +31,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             current = find_export(folder, Backend.ONNX_INT8 if args.int8 else Backend.ONNX)
         except StaleExportError:
             current = None
-        scheme = (read_sidecar(current) or {}).get("int8_scheme", INT8_SCHEME_BEFORE) if current and args.int8 else INT8_SCHEME
-        if current is not None and scheme == INT8_SCHEME:
+        older_int8 = current is not None and args.int8 and int8_scheme(read_sidecar(current) or {}) != INT8_SCHEME
+        if current is not None and not older_int8:
             print(f"the export in {current} is current (--force to export again)")
             return 0
     if (folder / TAGGER_CONFIG).is_file():

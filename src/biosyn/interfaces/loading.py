@@ -149,7 +149,7 @@ def _model_key(model: BioSyn) -> str:
     later call."""
     if model.backend != Backend.ONNX_INT8:
         return str(model.fingerprint)
-    return f"{model.fingerprint}|int8|{getattr(model.encoder, 'int8_scheme', None)}"
+    return f"{model.fingerprint}|int8|{model.int8_scheme}"
 
 
 def dictionary_key(model: BioSyn, vocabulary: str, vocabulary_format: str | None, mentions: str | None,

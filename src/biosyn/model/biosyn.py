@@ -111,6 +111,11 @@ class BioSyn:
         """What runs the encoder (`encoders.onnx.Backend`'s values); torch for a sparse-only model."""
         return str(getattr(self.encoder, "backend", "torch"))
 
+    @property
+    def int8_scheme(self) -> str | None:
+        """How the int8 weights that run the encoder were made (`encoders.onnx.INT8_SCHEMES`); None off int8."""
+        return getattr(self.encoder, "int8_scheme", None)
+
     def configure(self, *, similarity: str | None = None, scale: float | None = None, pooling: str | None = None,
                   max_length: int | None = None) -> BioSyn:
         """Changes what the dense rows depend on; the fingerprint follows."""
@@ -235,8 +240,8 @@ class BioSyn:
         return self.index
 
     def _embedded_with(self) -> dict:
-        scheme = getattr(self.encoder, "int8_scheme", None)
-        return {"backend": self.backend, "bf16": self.embed_options.bf16, **({"int8_scheme": scheme} if scheme else {})}
+        scheme = {"int8_scheme": self.int8_scheme} if self.int8_scheme else {}
+        return {"backend": self.backend, "bf16": self.embed_options.bf16, **scheme}
 
     def index_manifest(self, vocabulary: Vocabulary, dense: bool, manifest: dict | None = None) -> dict:
         """What an index built by this model records about it (beside the index's own fields)."""
